@@ -1,0 +1,5 @@
+//! placeholder
+/// placeholder
+pub struct TlbFlush;
+/// placeholder
+pub struct TlbFlushAll;
