@@ -13,11 +13,13 @@
 use core::ops::Deref;
 use core::sync::atomic::{Ordering, fence};
 
-use memory_addr::{MemoryAddr, PhysAddr};
+use memory_addr::PhysAddr;
 
 use crate::flush::Pending;
 use crate::geometry::{ENTRIES, Geometry, MAX_LEVELS};
-use crate::table::{Kind, alloc_table, check_frame, free_tree, kind, read, table_ptr, write};
+use crate::table::{
+    Kind, alloc_table, check_frame, check_table_frame, free_tree, kind, read, table_ptr, write,
+};
 use crate::{GenericPTE, MappingFlags, PageSize, PageTable64, PagingError, PagingHandler};
 use crate::{PagingMetaData, PagingResult};
 
@@ -105,7 +107,9 @@ pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHa
     high: usize,
 }
 
-impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Deref for PageTable64Cursor<'_, M, PTE, H> {
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Deref
+    for PageTable64Cursor<'_, M, PTE, H>
+{
     type Target = PageTable64<M, PTE, H>;
 
     fn deref(&self) -> &Self::Target {
@@ -113,7 +117,9 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Deref for PageTable64
     }
 }
 
-impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop for PageTable64Cursor<'_, M, PTE, H> {
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop
+    for PageTable64Cursor<'_, M, PTE, H>
+{
     fn drop(&mut self) {
         self.flush();
     }
@@ -188,7 +194,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     #[cfg(feature = "copy-from")]
     fn check_not_borrowed(&self, start: usize, end: usize) -> PagingResult {
         let root_h = Self::GEO.root_height();
-        let (first, last) = (Self::GEO.index(start, root_h), Self::GEO.index(end - 1, root_h));
+        let (first, last) = (
+            Self::GEO.index(start, root_h),
+            Self::GEO.index(end - 1, root_h),
+        );
         if (first..=last).any(|i| self.table.borrowed.get(i)) {
             return Err(PagingError::AlreadyMapped);
         }
@@ -223,11 +232,12 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     fn descend(&mut self, tva: usize, target: usize) -> (PhysAddr, usize) {
         let geo = Self::GEO;
         let c = self.cache;
-        let (mut table, mut height) = if c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key {
-            (c.table, c.height)
-        } else {
-            (self.table.root_paddr(), geo.root_height())
-        };
+        let (mut table, mut height) =
+            if c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key {
+                (c.table, c.height)
+            } else {
+                (self.table.root_paddr(), geo.root_height())
+            };
         while height > target {
             let t = table_ptr::<PTE, H>(table);
             // SAFETY: `t` is a live table at `height`; the index is within its entries.
@@ -282,8 +292,16 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// - [`PagingError::NoMemory`] / [`PagingError::BadFrame`]: no frame for a new table.
     ///
     /// On error the table is unchanged.
-    pub fn map(&mut self, vaddr: M::VirtAddr, target: PhysAddr, page_size: PageSize, flags: MappingFlags) -> PagingResult {
-        let height = Self::GEO.leaf_height(page_size).ok_or(PagingError::UnsupportedPageSize)?;
+    pub fn map(
+        &mut self,
+        vaddr: M::VirtAddr,
+        target: PhysAddr,
+        page_size: PageSize,
+        flags: MappingFlags,
+    ) -> PagingResult {
+        let height = Self::GEO
+            .leaf_height(page_size)
+            .ok_or(PagingError::UnsupportedPageSize)?;
         let tva = self.check_va(vaddr.into())?;
         if !page_size.is_aligned(tva) {
             return Err(PagingError::NotAligned);
@@ -296,7 +314,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             max_leaf: height,
             get_paddr: |_| target,
         };
-        self.map_range(table, th, tva, tva + page_size as usize, &spec).map_err(|(e, _)| e)
+        self.map_range(table, th, tva, tva + page_size as usize, &spec)
+            .map_err(|(e, _)| e)
     }
 
     /// Changes the physical address and flags of the leaf covering `vaddr` (present or a
@@ -306,7 +325,12 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`PagingError::InvalidVirtAddr`], [`PagingError::NotMapped`] (no leaf),
     /// [`PagingError::NotAligned`] (`paddr` not aligned to the leaf's size),
     /// [`PagingError::InvalidPhysAddr`]. On error the table is unchanged.
-    pub fn remap(&mut self, vaddr: M::VirtAddr, paddr: PhysAddr, flags: MappingFlags) -> PagingResult<PageSize> {
+    pub fn remap(
+        &mut self,
+        vaddr: M::VirtAddr,
+        paddr: PhysAddr,
+        flags: MappingFlags,
+    ) -> PagingResult<PageSize> {
         let tva = self.check_va(vaddr.into())?;
         let (t, index, height) = self.find_leaf(tva)?;
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
@@ -357,7 +381,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`PagingError::InvalidVirtAddr`]; [`PagingError::NotMapped`] when no present leaf
     /// covers `vaddr`. As in 0.6, a non-present reservation is removed all the same (and
     /// `NotMapped` returned): the one error after which the table has changed.
-    pub fn unmap(&mut self, vaddr: M::VirtAddr) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
+    pub fn unmap(
+        &mut self,
+        vaddr: M::VirtAddr,
+    ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
         let tva = self.check_va(vaddr.into())?;
         let (t, index, height) = self.find_leaf(tva)?;
         // SAFETY: `t`/`index` locate a leaf of this table.
@@ -420,7 +447,11 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let spec = MapSpec {
             flags,
             fixed: None,
-            max_leaf: if allow_huge { Self::GEO.max_leaf_height } else { 0 },
+            max_leaf: if allow_huge {
+                Self::GEO.max_leaf_height
+            } else {
+                0
+            },
             get_paddr: |va: usize| get_paddr(M::VirtAddr::from(va)),
         };
         let root = self.table.root_paddr();
@@ -465,7 +496,12 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ///
     /// # Errors
     /// As [`unmap_region`](Self::unmap_region). On error the table is unchanged.
-    pub fn protect_region(&mut self, vaddr: M::VirtAddr, size: usize, flags: MappingFlags) -> PagingResult {
+    pub fn protect_region(
+        &mut self,
+        vaddr: M::VirtAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> PagingResult {
         let va: usize = vaddr.into();
         if va & 0xfff != 0 || size & 0xfff != 0 {
             return Err(PagingError::NotAligned);
@@ -476,7 +512,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let (start, end) = self.check_range(va, size)?;
         let mut reserve = self.reserve_splits(start, end, false)?;
         let root = self.table.root_paddr();
-        self.protect_range(root, Self::GEO.root_height(), start, end, flags, &mut reserve);
+        self.protect_range(
+            root,
+            Self::GEO.root_height(),
+            start,
+            end,
+            flags,
+            &mut reserve,
+        );
         reserve.release::<H>();
         Ok(())
     }
@@ -495,7 +538,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if size == 0 {
             return;
         }
-        let Some(last) = va.checked_add(size - 1) else { return };
+        let Some(last) = va.checked_add(size - 1) else {
+            return;
+        };
         if !M::vaddr_is_valid(va) || !M::vaddr_is_valid(last) {
             return;
         }
@@ -603,7 +648,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     // SAFETY: as above.
                     unsafe { write(t, index, PTE::new_table(child)) };
                 }
-                (Kind::Table(child), None) => self.map_range(child, height - 1, va, chunk_end, spec)?,
+                (Kind::Table(child), None) => {
+                    self.map_range(child, height - 1, va, chunk_end, spec)?
+                }
                 (Kind::Table(child), Some(_)) if spec.fixed.is_none() => {
                     self.map_range(child, height - 1, va, chunk_end, spec)?
                 }
@@ -618,7 +665,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
 
     /// Removes every leaf in `[start, end)` inside the table at `paddr` (height `height`).
     /// Returns whether an entry of this table was cleared.
-    fn unmap_range(&mut self, paddr: PhysAddr, height: usize, start: usize, end: usize, reserve: &mut Reserve) -> bool {
+    fn unmap_range(
+        &mut self,
+        paddr: PhysAddr,
+        height: usize,
+        start: usize,
+        end: usize,
+        reserve: &mut Reserve,
+    ) -> bool {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
         let span = Geometry::span(height);
@@ -700,7 +754,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                         self.protect_range(child, height - 1, va, chunk_end, flags, reserve);
                     }
                 }
-                Kind::Table(child) => self.protect_range(child, height - 1, va, chunk_end, flags, reserve),
+                Kind::Table(child) => {
+                    self.protect_range(child, height - 1, va, chunk_end, flags, reserve)
+                }
             }
             va = chunk_end;
         }
@@ -709,7 +765,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// Replaces the leaf at `t[index]` (height `height > 0`, covering `base`) with a table of
     /// 512 leaves of the next smaller size that translate every byte exactly as before.
     /// Returns the new table, or `None` if no frame was reserved for it.
-    fn split(&mut self, t: *mut PTE, index: usize, height: usize, base: usize, reserve: &mut Reserve) -> Option<PhysAddr> {
+    fn split(
+        &mut self,
+        t: *mut PTE,
+        index: usize,
+        height: usize,
+        base: usize,
+        reserve: &mut Reserve,
+    ) -> Option<PhysAddr> {
         let child = reserve.take();
         debug_assert!(child.is_some(), "split frames are reserved beforehand");
         let child = child?;
@@ -820,7 +883,12 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
 
     /// Reserves the frames that splitting the huge pages at the boundaries of
     /// `[start, end)` will take. `reservations`: whether non-present leaves count.
-    fn reserve_splits(&mut self, start: usize, end: usize, reservations: bool) -> PagingResult<Reserve> {
+    fn reserve_splits(
+        &mut self,
+        start: usize,
+        end: usize,
+        reservations: bool,
+    ) -> PagingResult<Reserve> {
         let geo = Self::GEO;
         let mut keys = [(0usize, 0usize); 2 * MAX_LEVELS];
         let mut n = 0;
@@ -848,7 +916,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let mut reserve = Reserve::new();
         for _ in 0..n {
             match H::alloc_frame() {
-                Some(frame) if check_frame::<M, PTE>(frame, 4096, 4096) => {
+                Some(frame) if check_table_frame::<M, PTE>(frame) => {
                     reserve.frames[reserve.len] = frame;
                     reserve.len += 1;
                 }

@@ -36,7 +36,11 @@ pub(crate) struct Pending {
 impl Pending {
     pub(crate) const fn new() -> Self {
         Self {
-            ranges: [FlushRange { start: 0, end: 0, shift: 0 }; MAX_RANGES],
+            ranges: [FlushRange {
+                start: 0,
+                end: 0,
+                shift: 0,
+            }; MAX_RANGES],
             len: 0,
             ops: 0,
             full: false,
@@ -81,7 +85,11 @@ impl Pending {
             self.full = true;
             return;
         }
-        self.ranges[self.len] = FlushRange { start: va, end, shift };
+        self.ranges[self.len] = FlushRange {
+            start: va,
+            end,
+            shift,
+        };
         self.len += 1;
     }
 
@@ -99,7 +107,13 @@ impl Pending {
     #[inline]
     pub(crate) unsafe fn defer_free(&mut self, frame: PhysAddr, table: *mut usize) {
         // SAFETY: the caller owns the unlinked frame; its first word becomes the list link.
-        unsafe { table.write_volatile(if self.free_count == 0 { 0 } else { self.free_head.as_usize() }) };
+        unsafe {
+            table.write_volatile(if self.free_count == 0 {
+                0
+            } else {
+                self.free_head.as_usize()
+            })
+        };
         self.free_head = frame;
         self.free_count += 1;
         self.tables_freed = true;
@@ -107,7 +121,11 @@ impl Pending {
 
     /// Performs the recorded invalidations with `M::flush_tlb`, then hands every deferred
     /// frame to `free`. `read_link` reads the list link stored in a deferred frame.
-    pub(crate) fn flush<M: PagingMetaData>(&mut self, read_link: impl Fn(PhysAddr) -> usize, mut free: impl FnMut(PhysAddr)) {
+    pub(crate) fn flush<M: PagingMetaData>(
+        &mut self,
+        read_link: impl Fn(PhysAddr) -> usize,
+        mut free: impl FnMut(PhysAddr),
+    ) {
         if self.tables_freed && !M::FLUSH_BY_VA_COVERS_TABLES {
             self.full = true;
         }

@@ -46,14 +46,24 @@ impl Geometry {
     /// when a table of it is used.
     pub const fn of<M: PagingMetaData>() -> Self {
         let levels = M::LEVELS;
-        assert!(levels >= 2 && levels <= MAX_LEVELS, "unsupported level count");
+        assert!(
+            levels >= 2 && levels <= MAX_LEVELS,
+            "unsupported level count"
+        );
         let below_root = PAGE_SHIFT + INDEX_BITS * (levels - 1);
-        assert!(M::VA_MAX_BITS > below_root, "VA_MAX_BITS too small for LEVELS");
+        assert!(
+            M::VA_MAX_BITS > below_root,
+            "VA_MAX_BITS too small for LEVELS"
+        );
         let root_index_bits = M::VA_MAX_BITS - below_root;
         assert!(root_index_bits <= 16, "root table too large");
         let root_entries = 1 << root_index_bits;
         let root_bytes = root_entries * 8;
-        let root_frames = if root_bytes <= 4096 { 1 } else { root_bytes / 4096 };
+        let root_frames = if root_bytes <= 4096 {
+            1
+        } else {
+            root_bytes / 4096
+        };
         let mut max_leaf_height = match M::MAX_PAGE_SIZE {
             PageSize::Size4K | PageSize::Size1M => 0,
             PageSize::Size2M => 1,

@@ -9,12 +9,15 @@ use memory_addr::{MemoryAddr, PhysAddr, VirtAddr};
 
 pub mod arch;
 mod cursor;
+mod dump;
 mod flush;
 mod geometry;
+mod immediate;
 mod table;
 
 pub use arch::*;
 pub use cursor::PageTable64Cursor;
+pub use dump::{Dump, Mapping, Mappings};
 pub use flush::{TlbFlush, TlbFlushAll};
 pub use geometry::Geometry;
 #[doc(no_inline)]

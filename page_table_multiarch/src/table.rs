@@ -3,7 +3,7 @@
 use core::marker::PhantomData;
 use core::ptr;
 
-use memory_addr::{MemoryAddr, PhysAddr};
+use memory_addr::PhysAddr;
 
 use crate::geometry::{ENTRIES, Geometry};
 use crate::{GenericPTE, MappingFlags, PageSize, PageTable64Cursor, PagingError, PagingHandler};
@@ -166,7 +166,14 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
         F: Fn(usize, usize, M::VirtAddr, &PTE),
     {
         let mut budget = limit;
-        self.walk_table(self.root_paddr, Self::GEOMETRY.root_height(), 0, &mut budget, pre_func, post_func);
+        self.walk_table(
+            self.root_paddr,
+            Self::GEOMETRY.root_height(),
+            0,
+            &mut budget,
+            pre_func,
+            post_func,
+        );
     }
 
     fn walk_table<F>(
@@ -204,27 +211,6 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
             }
             if let Some(f) = post_func {
                 f(level, index, vaddr, &pte);
-            }
-        }
-    }
-
-    /// Calls `f(vaddr, entry, height)` for every leaf (present or not), in address order.
-    /// `vaddr` is in canonical form.
-    pub(crate) fn for_each_leaf(&self, mut f: impl FnMut(usize, &PTE, usize)) {
-        self.leaves_in(self.root_paddr, Self::GEOMETRY.root_height(), 0, &mut f);
-    }
-
-    fn leaves_in(&self, paddr: PhysAddr, height: usize, base: usize, f: &mut impl FnMut(usize, &PTE, usize)) {
-        let geo = Self::GEOMETRY;
-        let table = table_ptr::<PTE, H>(paddr);
-        for index in 0..geo.entries(height) {
-            // SAFETY: `table` is a live table at `height`; `index` is within its entries.
-            let pte = unsafe { read(table, index) };
-            let va = base + (index << Geometry::shift(height));
-            match kind(&pte, height) {
-                Kind::Empty => {}
-                Kind::Leaf => f(M::canonicalize(va), &pte, height),
-                Kind::Table(next) => self.leaves_in(next, height - 1, va, f),
             }
         }
     }
@@ -305,19 +291,33 @@ pub(crate) fn free_tree<PTE: GenericPTE, H: PagingHandler>(paddr: PhysAddr, heig
 /// Whether `paddr..paddr + bytes` is an `align`-aligned frame range the format and metadata
 /// can address.
 #[inline]
-pub(crate) fn check_frame<M: PagingMetaData, PTE: GenericPTE>(paddr: PhysAddr, bytes: usize, align: usize) -> bool {
+pub(crate) fn check_frame<M: PagingMetaData, PTE: GenericPTE>(
+    paddr: PhysAddr,
+    bytes: usize,
+    align: usize,
+) -> bool {
     let start = paddr.as_usize();
     let Some(last) = start.checked_add(bytes - 1) else {
         return false;
     };
-    start & (align - 1) == 0 && M::paddr_is_valid(last) && (PTE::PA_BITS >= usize::BITS as usize || last >> PTE::PA_BITS == 0)
+    start & (align - 1) == 0
+        && M::paddr_is_valid(last)
+        && (PTE::PA_BITS >= usize::BITS as usize || last >> PTE::PA_BITS == 0)
+}
+
+/// Whether `paddr` can hold a non-root table: an aligned, addressable frame that a table
+/// entry can point to (on LoongArch a pointer to physical page 0 would read as unused).
+#[inline]
+pub(crate) fn check_table_frame<M: PagingMetaData, PTE: GenericPTE>(paddr: PhysAddr) -> bool {
+    check_frame::<M, PTE>(paddr, 4096, 4096) && !PTE::new_table(paddr).is_unused()
 }
 
 /// Allocates one zeroed 4 KiB table frame.
 #[inline]
-pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>() -> PagingResult<PhysAddr> {
+pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>()
+-> PagingResult<PhysAddr> {
     let paddr = H::alloc_frame().ok_or(PagingError::NoMemory)?;
-    if !check_frame::<M, PTE>(paddr, 4096, 4096) {
+    if !check_table_frame::<M, PTE>(paddr) {
         H::dealloc_frame(paddr);
         return Err(PagingError::BadFrame);
     }

@@ -20,7 +20,10 @@ impl SvVirtAddr for VirtAddr {
     /// `sfence.vma vaddr, x0` (every address space), or `sfence.vma x0, x0`.
     #[inline]
     fn flush_tlb(vaddr: Option<Self>) {
-        #[cfg(all(any(target_arch = "riscv32", target_arch = "riscv64"), target_os = "none"))]
+        #[cfg(all(
+            any(target_arch = "riscv32", target_arch = "riscv64"),
+            target_os = "none"
+        ))]
         // SAFETY: `sfence.vma` only orders page-table updates and drops cached translations;
         // valid in S-mode.
         unsafe {
@@ -30,7 +33,10 @@ impl SvVirtAddr for VirtAddr {
                 core::arch::asm!("sfence.vma zero, zero", options(nostack));
             }
         }
-        #[cfg(not(all(any(target_arch = "riscv32", target_arch = "riscv64"), target_os = "none")))]
+        #[cfg(not(all(
+            any(target_arch = "riscv32", target_arch = "riscv64"),
+            target_os = "none"
+        )))]
         let _ = vaddr;
     }
 }
