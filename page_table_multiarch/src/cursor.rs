@@ -782,9 +782,11 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let step = Geometry::span(height - 1);
         let c = table_ptr::<PTE, H>(child);
         for i in 0..ENTRIES {
+            // Flags first: they decide how the address field is read (an x86 huge leaf
+            // keeps its PAT bit where a 4 KiB page has address bit 12).
             let mut pte = old;
-            pte.set_paddr(old.paddr() + i * step);
             pte.set_flags(flags, height - 1 > 0);
+            pte.set_paddr(old.paddr() + i * step);
             // SAFETY: `c` is a reserved, unlinked frame of 512 entries.
             unsafe { write(c, i, pte) };
         }
