@@ -973,6 +973,7 @@ fn table_is_empty_near<PTE: GenericPTE>(t: *const PTE, index: usize) -> bool {
         if up < ENTRIES && !unsafe { read(t, up) }.is_unused() {
             return false;
         }
+        // SAFETY: `index - d` is within the table.
         if d <= index && !unsafe { read(t, index - d) }.is_unused() {
             return false;
         }

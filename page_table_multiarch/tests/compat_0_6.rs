@@ -3,6 +3,9 @@
 //! 0.6.2's own `alloc_tests.rs` (with canonical addresses, since non-canonical ones are now
 //! rejected).
 
+// The 0.6.2 examples are kept verbatim, literals included.
+#![allow(clippy::unusual_byte_groupings)]
+
 use std::alloc::{Layout, alloc, dealloc};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
