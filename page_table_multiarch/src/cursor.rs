@@ -15,7 +15,7 @@ use core::sync::atomic::{Ordering, fence};
 
 use memory_addr::PhysAddr;
 
-use crate::flush::Pending;
+use crate::flush::{LocalFlush, Pending, TlbInvalidate};
 use crate::geometry::{ENTRIES, Geometry, MAX_LEVELS};
 use crate::table::{
     Kind, alloc_table, check_frame, check_table_frame, free_tree, kind, read, table_ptr, write,
@@ -105,6 +105,8 @@ pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHa
     /// The bits above the translated ones of the current operation's addresses (its half of
     /// the address space), so recorded invalidations use the caller's form of the address.
     high: usize,
+    /// Where invalidations go; `None` is [`LocalFlush`].
+    invalidator: Option<&'a mut dyn TlbInvalidate<M>>,
 }
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Deref
@@ -128,8 +130,12 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop
 impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor<'a, M, PTE, H> {
     const GEO: Geometry = PageTable64::<M, PTE, H>::GEOMETRY;
 
-    pub(crate) fn new(table: &'a mut PageTable64<M, PTE, H>) -> Self {
+    pub(crate) fn new(
+        table: &'a mut PageTable64<M, PTE, H>,
+        invalidator: Option<&'a mut dyn TlbInvalidate<M>>,
+    ) -> Self {
         Self {
+            invalidator,
             table,
             pending: Pending::new(),
             cache: PathCache {
@@ -219,7 +225,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     #[inline(always)]
     fn record(&mut self, tva: usize, height: usize) {
         let va = self.canonical(tva);
-        self.pending.record::<M>(va, Geometry::shift(height) as u32);
+        self.pending.record(va, Geometry::shift(height) as u32);
     }
 
     // ---------------------------------------------------------------------------------
@@ -576,7 +582,13 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if self.pending.is_empty() {
             return;
         }
+        let mut local = LocalFlush;
+        let invalidator: &mut dyn TlbInvalidate<M> = match &mut self.invalidator {
+            Some(custom) => &mut **custom,
+            None => &mut local,
+        };
         self.pending.flush::<M>(
+            invalidator,
             // SAFETY: deferred frames are unlinked tables owned by this cursor; their first
             // word holds the list link.
             |frame| unsafe { (H::phys_to_virt(frame).as_ptr() as *const usize).read_volatile() },

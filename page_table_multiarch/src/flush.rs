@@ -11,23 +11,98 @@ use crate::PagingMetaData;
 const MAX_RANGES: usize = 8;
 
 /// One recorded range: invalidate every `1 << shift` bytes in `start..end`.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 struct FlushRange {
     start: usize,
     end: usize,
     shift: u32,
 }
 
+/// The invalidations a cursor owes, handed to a [`TlbInvalidate`] when it flushes.
+///
+/// Addresses are in the caller's (canonical) form. Adjacent changed leaves of the same size
+/// are merged into one range; `page_size` is the size of the leaves in a range (one
+/// invalidation per page covers it).
+#[derive(Debug)]
+pub struct FlushBatch<'a> {
+    ranges: &'a [FlushRange],
+    everything: bool,
+    tables_freed: bool,
+    pages: usize,
+}
+
+impl FlushBatch<'_> {
+    /// The changed ranges as `(start, end, page_size)`, unless [`everything`](Self::everything).
+    pub fn ranges(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.ranges
+            .iter()
+            .map(|r| (r.start, r.end, 1usize << r.shift))
+    }
+
+    /// Whether too many ranges were changed to list (or the change was global, as
+    /// `copy_from`): everything must be invalidated.
+    pub fn everything(&self) -> bool {
+        self.everything
+    }
+
+    /// Whether page tables were unlinked: cached table entries (paging-structure caches,
+    /// walk caches) must be invalidated too before the tables are freed, which happens right
+    /// after [`TlbInvalidate::invalidate`] returns.
+    pub fn tables_freed(&self) -> bool {
+        self.tables_freed
+    }
+
+    /// The number of per-page invalidations the ranges stand for.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+}
+
+/// Performs the invalidations of a cursor's batch: plug in ASID-scoped, broadcast or remote
+/// (cross-CPU shootdown) invalidation with [`PageTable64::cursor_with`](crate::PageTable64::cursor_with).
+///
+/// The tables the batch unlinked are freed as soon as `invalidate` returns, so it must not
+/// return before every CPU that may use the table has dropped its cached entries.
+pub trait TlbInvalidate<M: PagingMetaData> {
+    /// Invalidates what `batch` describes.
+    fn invalidate(&mut self, batch: &FlushBatch<'_>);
+}
+
+/// The default invalidation: on this CPU, with [`PagingMetaData::flush_tlb`] once per page,
+/// or once for everything above [`PagingMetaData::FLUSH_THRESHOLD`] pages (or when tables
+/// were freed and [`PagingMetaData::FLUSH_BY_VA_COVERS_TABLES`] is false).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalFlush;
+
+impl<M: PagingMetaData> TlbInvalidate<M> for LocalFlush {
+    fn invalidate(&mut self, batch: &FlushBatch<'_>) {
+        if batch.everything()
+            || batch.pages() > M::FLUSH_THRESHOLD
+            || (batch.tables_freed() && !M::FLUSH_BY_VA_COVERS_TABLES)
+        {
+            M::flush_tlb(None);
+            return;
+        }
+        for (start, end, page_size) in batch.ranges() {
+            let mut va = start;
+            while va != end {
+                M::flush_tlb(Some(M::VirtAddr::from(va)));
+                va = va.wrapping_add(page_size);
+            }
+        }
+    }
+}
+
 /// The invalidations a cursor owes and the table frames waiting for them.
 ///
 /// Frames of unlinked tables are kept on an intrusive list threaded through the first
-/// entry of each frame (a 4 KiB-aligned physical address, which every format reads as a
-/// non-present entry), so recording needs no allocation.
+/// entry of each frame (a 4 KiB-aligned physical address), so recording needs no
+/// allocation.
 pub(crate) struct Pending {
     ranges: [FlushRange; MAX_RANGES],
     len: usize,
-    ops: usize,
-    full: bool,
+    pages: usize,
+    everything: bool,
     tables_freed: bool,
     free_head: PhysAddr,
     free_count: usize,
@@ -42,8 +117,8 @@ impl Pending {
                 shift: 0,
             }; MAX_RANGES],
             len: 0,
-            ops: 0,
-            full: false,
+            pages: 0,
+            everything: false,
             tables_freed: false,
             free_head: PhysAddr::from_usize(0),
             free_count: 0,
@@ -53,7 +128,7 @@ impl Pending {
     /// Whether nothing is owed.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0 && !self.full && self.free_count == 0
+        self.len == 0 && !self.everything && self.free_count == 0
     }
 
     /// Whether table frames wait for a flush.
@@ -64,13 +139,9 @@ impl Pending {
 
     /// Records that the translation of `[va, va + (1 << shift))` changed (`va` canonical).
     #[inline]
-    pub(crate) fn record<M: PagingMetaData>(&mut self, va: usize, shift: u32) {
-        if self.full {
-            return;
-        }
-        self.ops += 1;
-        if self.ops > M::FLUSH_THRESHOLD {
-            self.full = true;
+    pub(crate) fn record(&mut self, va: usize, shift: u32) {
+        self.pages += 1;
+        if self.everything {
             return;
         }
         let end = va.wrapping_add(1 << shift);
@@ -82,7 +153,7 @@ impl Pending {
             }
         }
         if self.len == MAX_RANGES {
-            self.full = true;
+            self.everything = true;
             return;
         }
         self.ranges[self.len] = FlushRange {
@@ -96,7 +167,7 @@ impl Pending {
     /// Records that everything must be flushed.
     #[inline]
     pub(crate) fn record_all(&mut self) {
-        self.full = true;
+        self.everything = true;
     }
 
     /// Queues an unlinked table frame to be freed after the next flush.
@@ -106,40 +177,32 @@ impl Pending {
     /// the caller owns; `table` must be its accessible address.
     #[inline]
     pub(crate) unsafe fn defer_free(&mut self, frame: PhysAddr, table: *mut usize) {
-        // SAFETY: the caller owns the unlinked frame; its first word becomes the list link.
-        unsafe {
-            table.write_volatile(if self.free_count == 0 {
-                0
-            } else {
-                self.free_head.as_usize()
-            })
+        let link = if self.free_count == 0 {
+            0
+        } else {
+            self.free_head.as_usize()
         };
+        // SAFETY: the caller owns the unlinked frame; its first word becomes the list link.
+        unsafe { table.write_volatile(link) };
         self.free_head = frame;
         self.free_count += 1;
         self.tables_freed = true;
     }
 
-    /// Performs the recorded invalidations with `M::flush_tlb`, then hands every deferred
-    /// frame to `free`. `read_link` reads the list link stored in a deferred frame.
+    /// Hands the batch to `invalidator`, then every deferred frame to `free`. `read_link`
+    /// reads the list link stored in a deferred frame.
     pub(crate) fn flush<M: PagingMetaData>(
         &mut self,
+        invalidator: &mut dyn TlbInvalidate<M>,
         read_link: impl Fn(PhysAddr) -> usize,
         mut free: impl FnMut(PhysAddr),
     ) {
-        if self.tables_freed && !M::FLUSH_BY_VA_COVERS_TABLES {
-            self.full = true;
-        }
-        if self.full {
-            M::flush_tlb(None);
-        } else {
-            for range in &self.ranges[..self.len] {
-                let mut va = range.start;
-                while va != range.end {
-                    M::flush_tlb(Some(M::VirtAddr::from(va)));
-                    va = va.wrapping_add(1 << range.shift);
-                }
-            }
-        }
+        invalidator.invalidate(&FlushBatch {
+            ranges: &self.ranges[..self.len],
+            everything: self.everything,
+            tables_freed: self.tables_freed,
+            pages: self.pages,
+        });
         let mut frame = self.free_head;
         for _ in 0..self.free_count {
             let next = read_link(frame);
@@ -153,8 +216,8 @@ impl Pending {
     /// Deferred frees are kept.
     pub(crate) fn discard_invalidations(&mut self) {
         self.len = 0;
-        self.ops = 0;
-        self.full = false;
+        self.pages = 0;
+        self.everything = false;
     }
 }
 

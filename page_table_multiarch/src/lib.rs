@@ -18,7 +18,7 @@ mod table;
 pub use arch::*;
 pub use cursor::PageTable64Cursor;
 pub use dump::{Dump, Mapping, Mappings};
-pub use flush::{TlbFlush, TlbFlushAll};
+pub use flush::{FlushBatch, LocalFlush, TlbFlush, TlbFlushAll, TlbInvalidate};
 pub use geometry::Geometry;
 #[doc(no_inline)]
 pub use page_table_entry::{GenericPTE, MappingFlags};

@@ -238,7 +238,16 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
     /// Starts a cursor: the one way to change the table. Invalidations it records run when
     /// it is flushed or dropped.
     pub fn cursor(&mut self) -> PageTable64Cursor<'_, M, PTE, H> {
-        PageTable64Cursor::new(self)
+        PageTable64Cursor::new(self, None)
+    }
+
+    /// Starts a cursor whose invalidations go to `invalidator` (ASID-scoped, broadcast or
+    /// cross-CPU invalidation) instead of [`LocalFlush`](crate::LocalFlush).
+    pub fn cursor_with<'a>(
+        &'a mut self,
+        invalidator: &'a mut dyn crate::TlbInvalidate<M>,
+    ) -> PageTable64Cursor<'a, M, PTE, H> {
+        PageTable64Cursor::new(self, Some(invalidator))
     }
 
     #[cfg(feature = "copy-from")]
