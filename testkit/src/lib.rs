@@ -1,1 +1,22 @@
-pub fn placeholder() {}
+//! Host-side test kit for `page_table_multiarch`.
+//!
+//! * [`mem`]: simulated physical memory, one instance per thread;
+//!
+//! All state is thread-local: a test runs the page table on its own thread and starts with
+//! [`reset`] (or [`reset_with`]).
+
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod mem;
+
+/// Resets this thread's kit: fresh zeroed simulated memory of [`mem::DEFAULT_SIZE`], and the
+/// other modules' state.
+pub fn reset() {
+    reset_with(mem::DEFAULT_SIZE);
+}
+
+/// Like [`reset`], with `size` bytes of simulated memory (a non-zero multiple of 4 KiB).
+pub fn reset_with(size: u64) {
+    mem::reset_with(size);
+}
