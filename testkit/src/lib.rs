@@ -3,6 +3,7 @@
 //! * [`mem`]: simulated physical memory, one instance per thread;
 //! * [`alloc`]: [`SimHandler`], a [`PagingHandler`](page_table_multiarch::PagingHandler)
 //!   over that memory that checks pairing, counts frames, fails and misbehaves on demand;
+//! * [`model`]: a reference model of the mappings, independent of any page table;
 //! * [`flush`]: [`Recording`], a metadata wrapper that logs TLB flushes, and the
 //!   flush/alloc/free event log;
 //!
@@ -26,9 +27,11 @@
 pub mod alloc;
 pub mod flush;
 pub mod mem;
+pub mod model;
 
 pub use alloc::{LeakCheck, SimHandler};
 pub use flush::Recording;
+pub use model::Model;
 
 /// Resets this thread's kit: fresh zeroed simulated memory of [`mem::DEFAULT_SIZE`], an empty
 /// allocator with default settings, empty flush and event logs.
