@@ -6,6 +6,7 @@
 //! * [`model`]: a reference model of the mappings, independent of any page table;
 //! * [`flush`]: [`Recording`], a metadata wrapper that logs TLB flushes, and the
 //!   flush/alloc/free event log;
+//! * [`rng`]: a small seeded PRNG.
 //!
 //! All state is thread-local: a test runs the page table on its own thread and starts with
 //! [`reset`] (or [`reset_with`]).
@@ -28,10 +29,12 @@ pub mod alloc;
 pub mod flush;
 pub mod mem;
 pub mod model;
+pub mod rng;
 
 pub use alloc::{LeakCheck, SimHandler};
 pub use flush::Recording;
 pub use model::Model;
+pub use rng::Rng;
 
 /// Resets this thread's kit: fresh zeroed simulated memory of [`mem::DEFAULT_SIZE`], an empty
 /// allocator with default settings, empty flush and event logs.
