@@ -4,6 +4,8 @@
 //! * [`alloc`]: [`SimHandler`], a [`PagingHandler`](page_table_multiarch::PagingHandler)
 //!   over that memory that checks pairing, counts frames, fails and misbehaves on demand;
 //! * [`model`]: a reference model of the mappings, independent of any page table;
+//! * [`walker`]: reference MMU walkers for x86_64, AArch64, RISC-V and LoongArch64, written
+//!   from the manuals and sharing no code with `page_table_entry`;
 //! * [`flush`]: [`Recording`], a metadata wrapper that logs TLB flushes, and the
 //!   flush/alloc/free event log;
 //! * [`rng`]: a small seeded PRNG.
@@ -30,6 +32,7 @@ pub mod flush;
 pub mod mem;
 pub mod model;
 pub mod rng;
+pub mod walker;
 
 pub use alloc::{LeakCheck, SimHandler};
 pub use flush::Recording;
