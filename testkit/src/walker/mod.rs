@@ -24,6 +24,7 @@
 //! | `NonCanonical` | #GP | VA\[63:48\] ≠ 0 (translation fault L0 in hardware) | page fault | ADE |
 //! | `AddressSize` | — | address-size fault | — | — |
 
+pub mod aarch64;
 pub mod x86_64;
 
 /// The kind of access.
@@ -143,6 +144,8 @@ pub type Outcome = Result<Translation, Fault>;
 pub enum Config {
     /// x86_64 4- or 5-level paging.
     X86_64(x86_64::Config),
+    /// AArch64 stage 1, 4 KiB granule, 48-bit VA.
+    Aarch64(aarch64::Config),
 }
 
 /// Translates `va` for `access` with the tables at `root`, reading memory through `read`.
@@ -155,6 +158,7 @@ pub fn translate(
 ) -> Outcome {
     match cfg {
         Config::X86_64(c) => x86_64::translate(read, root, va, access, c),
+        Config::Aarch64(c) => aarch64::translate(read, root, va, access, c),
     }
 }
 
