@@ -25,6 +25,7 @@
 //! | `AddressSize` | — | address-size fault | — | — |
 
 pub mod aarch64;
+pub mod riscv;
 pub mod x86_64;
 
 /// The kind of access.
@@ -146,6 +147,8 @@ pub enum Config {
     X86_64(x86_64::Config),
     /// AArch64 stage 1, 4 KiB granule, 48-bit VA.
     Aarch64(aarch64::Config),
+    /// RISC-V Sv39, Sv48 or Sv57.
+    Riscv(riscv::Config),
 }
 
 /// Translates `va` for `access` with the tables at `root`, reading memory through `read`.
@@ -159,6 +162,7 @@ pub fn translate(
     match cfg {
         Config::X86_64(c) => x86_64::translate(read, root, va, access, c),
         Config::Aarch64(c) => aarch64::translate(read, root, va, access, c),
+        Config::Riscv(c) => riscv::translate(read, root, va, access, c),
     }
 }
 
