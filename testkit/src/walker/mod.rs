@@ -25,6 +25,7 @@
 //! | `AddressSize` | — | address-size fault | — | — |
 
 pub mod aarch64;
+pub mod loongarch64;
 pub mod riscv;
 pub mod x86_64;
 
@@ -149,6 +150,8 @@ pub enum Config {
     Aarch64(aarch64::Config),
     /// RISC-V Sv39, Sv48 or Sv57.
     Riscv(riscv::Config),
+    /// LoongArch64 4 KiB page-walk layout.
+    LoongArch64(loongarch64::Config),
 }
 
 /// Translates `va` for `access` with the tables at `root`, reading memory through `read`.
@@ -163,6 +166,7 @@ pub fn translate(
         Config::X86_64(c) => x86_64::translate(read, root, va, access, c),
         Config::Aarch64(c) => aarch64::translate(read, root, va, access, c),
         Config::Riscv(c) => riscv::translate(read, root, va, access, c),
+        Config::LoongArch64(c) => loongarch64::translate(read, root, va, access, c),
     }
 }
 
