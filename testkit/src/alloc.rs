@@ -34,7 +34,7 @@
 //! free call (the allocator tracks it like any block).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use memory_addr::{PhysAddr, VirtAddr};
@@ -86,7 +86,8 @@ struct State {
     free: Vec<u64>,
     /// Frames freed and not handed out again (for the double-free diagnosis).
     freed: HashSet<u64>,
-    live: HashMap<u64, Block>,
+    /// Live blocks by the address handed out.
+    live: BTreeMap<u64, Block>,
     live_frames: usize,
     allocs: usize,
     frees: usize,
@@ -131,9 +132,7 @@ pub fn live_frames() -> usize {
 
 /// The live blocks as `(address returned, number of frames)`, sorted by address.
 pub fn live_blocks() -> Vec<(u64, usize)> {
-    let mut v: Vec<_> = with(|s| s.live.iter().map(|(&pa, b)| (pa, b.num)).collect());
-    v.sort_unstable();
-    v
+    with(|s| s.live.iter().map(|(&pa, b)| (pa, b.num)).collect())
 }
 
 /// Whether `pa` lies inside a live block (of good frames).
@@ -231,8 +230,9 @@ impl Drop for LeakCheck {
 
 fn find_containing(s: &State, pa: u64) -> Option<(u64, Block)> {
     s.live
-        .iter()
-        .find(|&(&base, b)| pa >= base && pa - base < b.num as u64 * FRAME_SIZE)
+        .range(..=pa)
+        .next_back()
+        .filter(|&(&base, b)| pa - base < b.num as u64 * FRAME_SIZE)
         .map(|(&base, &b)| (base, b))
 }
 

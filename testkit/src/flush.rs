@@ -31,7 +31,8 @@ thread_local! {
 }
 
 /// Returns and clears this thread's flush log: one entry per `flush_tlb` call made through a
-/// [`Recording`] metadata, in call order.
+/// [`Recording`] metadata, in call order. The log grows until it is taken (or [`reset`]), so
+/// long random tests should take it regularly.
 pub fn take_flushes() -> Vec<Option<usize>> {
     FLUSHES.with(|f| std::mem::take(&mut *f.borrow_mut()))
 }
