@@ -91,14 +91,16 @@ impl MappingFlags {
 /// # Contract relied on by the page table engine
 ///
 /// * [`new_table`](Self::new_table) gives an entry that is not [unused](Self::is_unused)
-///   and for which [`is_huge`](Self::is_huge) is false.
+///   (for every frame the engine accepts as a table; it rejects a frame for which this
+///   fails, such as physical page 0 on LoongArch) and for which [`is_huge`](Self::is_huge)
+///   is false.
 /// * [`new_page`](Self::new_page) gives an entry that is never unused (even with empty flags
 ///   and physical address 0), and with `is_huge = true` one for which `is_huge()` is true
-///   (present or not).
+///   (present or not). `is_huge()` is only asked of entries above the last level.
 /// * [`paddr`](Self::paddr) returns the address given to `new_page`/`new_table`.
-/// * The raw value 0 is an unused entry, and a raw value that is a 4 KiB-aligned physical
-///   address with no other bit set is a non-present entry to the hardware (the engine may
-///   store such a value in an entry of a table it has already unlinked).
+/// * The raw value 0 is an unused entry. When the engine unlinks a table, it may store a
+///   4 KiB-aligned physical address in the table's first entry until the frame is freed
+///   after the TLB flush; no walker reaches the table through the tree any more.
 pub trait GenericPTE: fmt::Debug + Clone + Copy + Sync + Send + Sized {
     /// Creates a leaf entry (a page at the last level, or a block/huge page above it) that
     /// maps `paddr` with `flags`.

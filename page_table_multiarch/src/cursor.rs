@@ -1,3 +1,997 @@
-//! placeholder
-/// placeholder
-pub struct PageTable64Cursor;
+//! The cursor: the one place that changes a page table.
+//!
+//! Every operation validates its input before touching anything, walks the tree once per
+//! table (range operations fill each table's entries in one loop), splits huge pages that a
+//! range only partly covers, unlinks tables that become empty, and records what the TLB must
+//! forget. Unlinked tables are freed only after the flush that covers them.
+//!
+//! All or nothing: `map`/`map_region` build new subtrees unlinked and publish each one with
+//! a single store once it is complete; if anything fails, unpublished subtrees are freed at
+//! once and the published part of the range is unmapped again. `unmap_region` and
+//! `protect_region` reserve the frames their boundary splits need before changing anything.
+
+use core::ops::Deref;
+use core::sync::atomic::{Ordering, fence};
+
+use memory_addr::PhysAddr;
+
+use crate::flush::{LocalFlush, Pending, TlbInvalidate};
+use crate::geometry::{ENTRIES, Geometry, MAX_LEVELS};
+use crate::table::{
+    Kind, alloc_table, check_frame, check_table_frame, free_tree, kind, read, table_ptr, write,
+};
+use crate::{GenericPTE, MappingFlags, PageSize, PageTable64, PagingError, PagingHandler};
+use crate::{PagingMetaData, PagingResult};
+
+/// The last table a single-page operation reached, so the next operation on a neighbouring
+/// address starts there instead of at the root.
+#[derive(Clone, Copy)]
+struct PathCache {
+    valid: bool,
+    height: usize,
+    key: usize,
+    table: PhysAddr,
+}
+
+/// Frames reserved for the boundary splits of a range operation.
+struct Reserve {
+    frames: [PhysAddr; 2 * MAX_LEVELS],
+    len: usize,
+}
+
+impl Reserve {
+    const fn new() -> Self {
+        Self {
+            frames: [PhysAddr::from_usize(0); 2 * MAX_LEVELS],
+            len: 0,
+        }
+    }
+
+    fn take(&mut self) -> Option<PhysAddr> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        Some(self.frames[self.len])
+    }
+
+    /// Frees the frames that were not used (they were never linked).
+    fn release<H: PagingHandler>(&mut self) {
+        while let Some(frame) = self.take() {
+            H::dealloc_frame(frame);
+        }
+    }
+}
+
+/// How `map_range` chooses leaf sizes.
+struct MapSpec<F> {
+    flags: MappingFlags,
+    /// `Some(h)`: every leaf at height `h` (single `map`). `None`: the largest that fits.
+    fixed: Option<usize>,
+    /// The greatest height `None` mode may use.
+    max_leaf: usize,
+    /// The physical address for a canonical virtual address.
+    get_paddr: F,
+}
+
+/// A failure inside `map_range`, with the first address whose mapping was not published.
+type MapFailure = (PagingError, usize);
+
+/// Root entries shared from another table by [`PageTable64Cursor::copy_from`].
+#[cfg(feature = "copy-from")]
+#[derive(Default, Clone)]
+pub(crate) struct Borrowed([u64; 32]);
+
+#[cfg(feature = "copy-from")]
+impl Borrowed {
+    pub(crate) fn get(&self, index: usize) -> bool {
+        self.0[index / 64] & (1 << (index % 64)) != 0
+    }
+
+    fn set(&mut self, index: usize) {
+        self.0[index / 64] |= 1 << (index % 64);
+    }
+}
+
+/// A cursor over a [`PageTable64`]: the one way to change it.
+///
+/// It dereferences to the table, so `query`, `walk` and `root_paddr` are available. The TLB
+/// invalidations it records are performed by [`flush`](Self::flush), or when it is dropped;
+/// tables it unlinked are freed right after that flush.
+pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
+    table: &'a mut PageTable64<M, PTE, H>,
+    pending: Pending,
+    cache: PathCache,
+    /// The bits above the translated ones of the current operation's addresses (its half of
+    /// the address space), so recorded invalidations use the caller's form of the address.
+    high: usize,
+    /// Where invalidations go; `None` is [`LocalFlush`].
+    invalidator: Option<&'a mut dyn TlbInvalidate<M>>,
+}
+
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Deref
+    for PageTable64Cursor<'_, M, PTE, H>
+{
+    type Target = PageTable64<M, PTE, H>;
+
+    fn deref(&self) -> &Self::Target {
+        self.table
+    }
+}
+
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop
+    for PageTable64Cursor<'_, M, PTE, H>
+{
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor<'a, M, PTE, H> {
+    const GEO: Geometry = PageTable64::<M, PTE, H>::GEOMETRY;
+
+    pub(crate) fn new(
+        table: &'a mut PageTable64<M, PTE, H>,
+        invalidator: Option<&'a mut dyn TlbInvalidate<M>>,
+    ) -> Self {
+        Self {
+            invalidator,
+            table,
+            pending: Pending::new(),
+            cache: PathCache {
+                valid: false,
+                height: 0,
+                key: 0,
+                table: PhysAddr::from_usize(0),
+            },
+            high: 0,
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Input validation
+    // ---------------------------------------------------------------------------------
+
+    /// Checks `va` and returns its translated bits.
+    #[inline]
+    fn check_va(&mut self, va: usize) -> PagingResult<usize> {
+        if !M::vaddr_is_valid(va) {
+            return Err(PagingError::InvalidVirtAddr);
+        }
+        let mask = Self::GEO.va_mask();
+        self.high = va & !mask;
+        let tva = va & mask;
+        self.check_not_borrowed(tva, tva + 1)?;
+        Ok(tva)
+    }
+
+    /// Checks a non-empty range and returns its translated bounds `[start, end)`.
+    fn check_range(&mut self, va: usize, size: usize) -> PagingResult<(usize, usize)> {
+        if va & 0xfff != 0 || size & 0xfff != 0 {
+            return Err(PagingError::NotAligned);
+        }
+        let last = va.checked_add(size - 1).ok_or(PagingError::RangeOverflow)?;
+        if !M::vaddr_is_valid(va) || !M::vaddr_is_valid(last) {
+            return Err(PagingError::InvalidVirtAddr);
+        }
+        let mask = Self::GEO.va_mask();
+        let (start, tlast) = (va & mask, last & mask);
+        if tlast < start || tlast - start != size - 1 {
+            // The range crosses the non-canonical hole.
+            return Err(PagingError::InvalidVirtAddr);
+        }
+        self.high = va & !mask;
+        self.check_not_borrowed(start, tlast + 1)?;
+        Ok((start, tlast + 1))
+    }
+
+    /// Checks that `[pa, pa + size)` is aligned to `size` and addressable.
+    #[inline]
+    fn check_pa(pa: PhysAddr, size: usize) -> PagingResult {
+        if pa.as_usize() & (size - 1) != 0 {
+            return Err(PagingError::NotAligned);
+        }
+        if !check_frame::<M, PTE>(pa, size, 1) {
+            return Err(PagingError::InvalidPhysAddr);
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "copy-from")]
+    fn check_not_borrowed(&self, start: usize, end: usize) -> PagingResult {
+        let root_h = Self::GEO.root_height();
+        let (first, last) = (
+            Self::GEO.index(start, root_h),
+            Self::GEO.index(end - 1, root_h),
+        );
+        if (first..=last).any(|i| self.table.borrowed.get(i)) {
+            return Err(PagingError::AlreadyMapped);
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "copy-from"))]
+    #[inline(always)]
+    fn check_not_borrowed(&self, _start: usize, _end: usize) -> PagingResult {
+        Ok(())
+    }
+
+    /// The caller's form of translated address `tva`.
+    #[inline(always)]
+    fn canonical(&self, tva: usize) -> usize {
+        tva | self.high
+    }
+
+    #[inline(always)]
+    fn record(&mut self, tva: usize, height: usize) {
+        let va = self.canonical(tva);
+        self.pending.record(va, Geometry::shift(height) as u32);
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Descent
+    // ---------------------------------------------------------------------------------
+
+    /// Descends towards `tva` until the table at height `target`, or until the slot on the
+    /// path is not a table. Returns that table and its height.
+    #[inline]
+    fn descend(&mut self, tva: usize, target: usize) -> (PhysAddr, usize) {
+        let geo = Self::GEO;
+        let c = self.cache;
+        let (mut table, mut height) =
+            if c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key {
+                (c.table, c.height)
+            } else {
+                (self.table.root_paddr(), geo.root_height())
+            };
+        while height > target {
+            let t = table_ptr::<PTE, H>(table);
+            // SAFETY: `t` is a live table at `height`; the index is within its entries.
+            let pte = unsafe { read(t, geo.index(tva, height)) };
+            match kind(&pte, height) {
+                Kind::Table(next) => {
+                    table = next;
+                    height -= 1;
+                }
+                _ => return (table, height),
+            }
+        }
+        if height < geo.root_height() {
+            self.cache = PathCache {
+                valid: true,
+                height,
+                key: tva >> Geometry::shift(height + 1),
+                table,
+            };
+        }
+        (table, height)
+    }
+
+    /// Finds the leaf covering `tva`: its table, index and height.
+    #[inline]
+    fn find_leaf(&mut self, tva: usize) -> PagingResult<(*mut PTE, usize, usize)> {
+        let (table, height) = self.descend(tva, 0);
+        let t = table_ptr::<PTE, H>(table);
+        let index = Self::GEO.index(tva, height);
+        // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+        let pte = unsafe { read(t, index) };
+        match kind(&pte, height) {
+            Kind::Leaf => Ok((t, index, height)),
+            _ => Err(PagingError::NotMapped),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Single-page operations (the 0.6 cursor API)
+    // ---------------------------------------------------------------------------------
+
+    /// Maps the page of `page_size` at `vaddr` to `target` with `flags`, creating tables as
+    /// needed. Empty `flags` create a non-present reservation that keeps `target`.
+    ///
+    /// # Errors
+    /// - [`PagingError::UnsupportedPageSize`]: `Size1M`, or larger than the table allows.
+    /// - [`PagingError::InvalidVirtAddr`] / [`PagingError::InvalidPhysAddr`]: out of range.
+    /// - [`PagingError::NotAligned`]: `vaddr` or `target` not aligned to `page_size`.
+    /// - [`PagingError::AlreadyMapped`]: a leaf (present or reserved) or a table holds the
+    ///   slot.
+    /// - [`PagingError::MappedToHugePage`]: a larger page covers `vaddr`.
+    /// - [`PagingError::NoMemory`] / [`PagingError::BadFrame`]: no frame for a new table.
+    ///
+    /// On error the table is unchanged.
+    pub fn map(
+        &mut self,
+        vaddr: M::VirtAddr,
+        target: PhysAddr,
+        page_size: PageSize,
+        flags: MappingFlags,
+    ) -> PagingResult {
+        let height = Self::GEO
+            .leaf_height(page_size)
+            .ok_or(PagingError::UnsupportedPageSize)?;
+        let tva = self.check_va(vaddr.into())?;
+        if !page_size.is_aligned(tva) {
+            return Err(PagingError::NotAligned);
+        }
+        Self::check_pa(target, page_size as usize)?;
+        let (table, th) = self.descend(tva, height);
+        let spec = MapSpec {
+            flags,
+            fixed: Some(height),
+            max_leaf: height,
+            get_paddr: |_| target,
+        };
+        self.map_range(table, th, tva, tva + page_size as usize, &spec)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Changes the physical address and flags of the leaf covering `vaddr` (present or a
+    /// reservation) and returns its size.
+    ///
+    /// # Errors
+    /// [`PagingError::InvalidVirtAddr`], [`PagingError::NotMapped`] (no leaf),
+    /// [`PagingError::NotAligned`] (`paddr` not aligned to the leaf's size),
+    /// [`PagingError::InvalidPhysAddr`]. On error the table is unchanged.
+    pub fn remap(
+        &mut self,
+        vaddr: M::VirtAddr,
+        paddr: PhysAddr,
+        flags: MappingFlags,
+    ) -> PagingResult<PageSize> {
+        let tva = self.check_va(vaddr.into())?;
+        let (t, index, height) = self.find_leaf(tva)?;
+        let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
+        Self::check_pa(paddr, size as usize)?;
+        // SAFETY: `t`/`index` locate a leaf of this table.
+        let old = unsafe { read(t, index) };
+        let mut new = old;
+        new.set_paddr(paddr);
+        new.set_flags(flags, height > 0);
+        let base = tva & !(size as usize - 1);
+        if M::BREAK_BEFORE_MAKE && old.is_present() && new.is_present() && old.paddr() != paddr {
+            self.break_entry(t, index, old, base);
+        }
+        // SAFETY: as above.
+        unsafe { write(t, index, new) };
+        if old.is_present() || new.is_present() {
+            self.record(base, height);
+        }
+        Ok(size)
+    }
+
+    /// Changes the flags of the present leaf covering `vaddr` and returns its size. Empty
+    /// `flags` turn it into a non-present reservation that keeps its address.
+    ///
+    /// # Errors
+    /// [`PagingError::InvalidVirtAddr`], [`PagingError::NotMapped`] (no present leaf). On
+    /// error the table is unchanged.
+    pub fn protect(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
+        let tva = self.check_va(vaddr.into())?;
+        let (t, index, height) = self.find_leaf(tva)?;
+        // SAFETY: `t`/`index` locate a leaf of this table.
+        let mut pte = unsafe { read(t, index) };
+        if !pte.is_present() {
+            return Err(PagingError::NotMapped);
+        }
+        let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
+        pte.set_flags(flags, height > 0);
+        // SAFETY: as above.
+        unsafe { write(t, index, pte) };
+        self.record(tva & !(size as usize - 1), height);
+        Ok(size)
+    }
+
+    /// Removes the whole leaf covering `vaddr` and returns its base physical address, flags
+    /// and size. Tables left empty are unlinked and freed after the next flush.
+    ///
+    /// # Errors
+    /// [`PagingError::InvalidVirtAddr`]; [`PagingError::NotMapped`] when no present leaf
+    /// covers `vaddr`. As in 0.6, a non-present reservation is removed all the same (and
+    /// `NotMapped` returned): the one error after which the table has changed.
+    pub fn unmap(
+        &mut self,
+        vaddr: M::VirtAddr,
+    ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
+        let tva = self.check_va(vaddr.into())?;
+        let (t, index, height) = self.find_leaf(tva)?;
+        // SAFETY: `t`/`index` locate a leaf of this table.
+        let pte = unsafe { read(t, index) };
+        let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
+        let mut cleared = pte;
+        cleared.clear();
+        // SAFETY: as above.
+        unsafe { write(t, index, cleared) };
+        let base = tva & !(size as usize - 1);
+        if pte.is_present() {
+            self.record(base, height);
+        }
+        if height < Self::GEO.root_height() && table_is_empty_near::<PTE>(t, index) {
+            self.reclaim_path(tva, height);
+        }
+        if pte.is_present() {
+            Ok((pte.paddr(), pte.flags(), size))
+        } else {
+            Err(PagingError::NotMapped)
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Range operations
+    // ---------------------------------------------------------------------------------
+
+    /// Maps `[vaddr, vaddr + size)` with `flags`; the page at `va` maps to `get_paddr(va)`.
+    ///
+    /// With `allow_huge`, each step uses the largest page the geometry allows whose virtual
+    /// address, physical address and remaining length are aligned to it; otherwise 4 KiB
+    /// pages. `get_paddr` is called once per page (and once more for each larger size
+    /// considered). `size == 0` does nothing.
+    ///
+    /// # Errors
+    /// [`PagingError::NotAligned`] (`vaddr`/`size` not 4 KiB aligned, or a physical address
+    /// not aligned to its page), [`PagingError::RangeOverflow`],
+    /// [`PagingError::InvalidVirtAddr`], [`PagingError::InvalidPhysAddr`],
+    /// [`PagingError::AlreadyMapped`] / [`PagingError::MappedToHugePage`] (something already
+    /// mapped in the range), [`PagingError::NoMemory`], [`PagingError::BadFrame`].
+    ///
+    /// On error nothing of the range stays mapped and no frame leaks (tables created for the
+    /// range are freed at once if never published, otherwise after the next flush).
+    pub fn map_region(
+        &mut self,
+        vaddr: M::VirtAddr,
+        get_paddr: impl Fn(M::VirtAddr) -> PhysAddr,
+        size: usize,
+        flags: MappingFlags,
+        allow_huge: bool,
+    ) -> PagingResult {
+        let va: usize = vaddr.into();
+        if va & 0xfff != 0 || size & 0xfff != 0 {
+            return Err(PagingError::NotAligned);
+        }
+        if size == 0 {
+            return Ok(());
+        }
+        let (start, end) = self.check_range(va, size)?;
+        let spec = MapSpec {
+            flags,
+            fixed: None,
+            max_leaf: if allow_huge {
+                Self::GEO.max_leaf_height
+            } else {
+                0
+            },
+            get_paddr: |va: usize| get_paddr(M::VirtAddr::from(va)),
+        };
+        let root = self.table.root_paddr();
+        match self.map_range(root, Self::GEO.root_height(), start, end, &spec) {
+            Ok(()) => Ok(()),
+            Err((err, failed_at)) => {
+                if failed_at > start {
+                    let mut none = Reserve::new();
+                    self.unmap_range(root, Self::GEO.root_height(), start, failed_at, &mut none);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes every leaf in `[vaddr, vaddr + size)`, present or reserved. Huge pages the
+    /// range only partly covers are split first, so every byte outside the range keeps its
+    /// translation. Holes are skipped; tables left empty are freed after the next flush.
+    ///
+    /// # Errors
+    /// [`PagingError::NotAligned`], [`PagingError::RangeOverflow`],
+    /// [`PagingError::InvalidVirtAddr`], [`PagingError::NoMemory`] /
+    /// [`PagingError::BadFrame`] (no frame for a split). On error the table is unchanged.
+    pub fn unmap_region(&mut self, vaddr: M::VirtAddr, size: usize) -> PagingResult {
+        let va: usize = vaddr.into();
+        if va & 0xfff != 0 || size & 0xfff != 0 {
+            return Err(PagingError::NotAligned);
+        }
+        if size == 0 {
+            return Ok(());
+        }
+        let (start, end) = self.check_range(va, size)?;
+        let mut reserve = self.reserve_splits(start, end, true)?;
+        let root = self.table.root_paddr();
+        self.unmap_range(root, Self::GEO.root_height(), start, end, &mut reserve);
+        reserve.release::<H>();
+        Ok(())
+    }
+
+    /// Sets `flags` on every present leaf in `[vaddr, vaddr + size)`, splitting huge pages
+    /// the range only partly covers. Holes and reservations are skipped.
+    ///
+    /// # Errors
+    /// As [`unmap_region`](Self::unmap_region). On error the table is unchanged.
+    pub fn protect_region(
+        &mut self,
+        vaddr: M::VirtAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> PagingResult {
+        let va: usize = vaddr.into();
+        if va & 0xfff != 0 || size & 0xfff != 0 {
+            return Err(PagingError::NotAligned);
+        }
+        if size == 0 {
+            return Ok(());
+        }
+        let (start, end) = self.check_range(va, size)?;
+        let mut reserve = self.reserve_splits(start, end, false)?;
+        let root = self.table.root_paddr();
+        self.protect_range(
+            root,
+            Self::GEO.root_height(),
+            start,
+            end,
+            flags,
+            &mut reserve,
+        );
+        reserve.release::<H>();
+        Ok(())
+    }
+
+    /// Shares the root entries of `other` that cover `[start, start + size)` (feature
+    /// `copy-from`), as 0.6 does: this table's own subtrees there are unlinked (and freed
+    /// after the flush), the entries are copied, and the range becomes read-only through this
+    /// table: later changes to it through this cursor fail with
+    /// [`PagingError::AlreadyMapped`]; change it through `other`.
+    ///
+    /// `other` must outlive every use of this table, including its activation by hardware.
+    /// An empty range does nothing; an invalid one is ignored.
+    #[cfg(feature = "copy-from")]
+    pub fn copy_from(&mut self, other: &PageTable64<M, PTE, H>, start: M::VirtAddr, size: usize) {
+        let va: usize = start.into();
+        if size == 0 {
+            return;
+        }
+        let Some(last) = va.checked_add(size - 1) else {
+            return;
+        };
+        if !M::vaddr_is_valid(va) || !M::vaddr_is_valid(last) {
+            return;
+        }
+        let geo = Self::GEO;
+        let root_h = geo.root_height();
+        let mask = geo.va_mask();
+        let (first, last) = (geo.index(va & mask, root_h), geo.index(last & mask, root_h));
+        if first > last {
+            return;
+        }
+        let dst = table_ptr::<PTE, H>(self.table.root_paddr());
+        let src = table_ptr::<PTE, H>(other.root_paddr());
+        for index in first..=last {
+            // SAFETY: both roots are live and have `root_entries` entries.
+            let own = unsafe { read(dst, index) };
+            if !self.table.borrowed.get(index) {
+                if let Kind::Table(child) = kind(&own, root_h) {
+                    self.high = 0;
+                    self.defer_subtree(child, root_h - 1, index << Geometry::shift(root_h));
+                }
+            }
+            // SAFETY: as above.
+            unsafe { write(dst, index, read(src, index)) };
+            self.table.borrowed.set(index);
+        }
+        self.cache.valid = false;
+        self.pending.record_all();
+    }
+
+    /// Performs the recorded TLB invalidations on this CPU, then frees the tables unlinked
+    /// since the last flush. Called automatically when the cursor is dropped.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut local = LocalFlush;
+        let invalidator: &mut dyn TlbInvalidate<M> = match &mut self.invalidator {
+            Some(custom) => &mut **custom,
+            None => &mut local,
+        };
+        self.pending.flush::<M>(
+            invalidator,
+            // SAFETY: deferred frames are unlinked tables owned by this cursor; their first
+            // word holds the list link.
+            |frame| unsafe { (H::phys_to_virt(frame).as_ptr() as *const usize).read_volatile() },
+            |frame| H::dealloc_frame(frame),
+        );
+    }
+
+    /// For the immediate API: frees deferred tables (flushing first, as they require), and
+    /// otherwise leaves the invalidations to the caller's token.
+    pub(crate) fn finish_immediate(&mut self, flush_now: bool) {
+        if flush_now || self.pending.has_frees() {
+            self.flush();
+        } else {
+            self.pending.discard_invalidations();
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // The engine
+    // ---------------------------------------------------------------------------------
+
+    /// Maps `[start, end)` inside the table at `paddr` (height `height`). Returns the
+    /// failure and the first address of the range whose mapping was not published.
+    fn map_range<F: Fn(usize) -> PhysAddr>(
+        &mut self,
+        paddr: PhysAddr,
+        height: usize,
+        start: usize,
+        end: usize,
+        spec: &MapSpec<F>,
+    ) -> Result<(), MapFailure> {
+        let geo = Self::GEO;
+        let t = table_ptr::<PTE, H>(paddr);
+        let span = Geometry::span(height);
+        let mut va = start;
+        while va < end {
+            let index = geo.index(va, height);
+            let base = va & !(span - 1);
+            let chunk_end = core::cmp::min(base + span, end);
+            let whole = va == base && chunk_end == base + span;
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            let pte = unsafe { read(t, index) };
+            // Whether to put a leaf in this slot, and its physical address.
+            let leaf_pa = match spec.fixed {
+                Some(h) => (h == height).then(|| (spec.get_paddr)(self.canonical(va))),
+                None if height == 0 => Some((spec.get_paddr)(self.canonical(va))),
+                None if whole && height <= spec.max_leaf => {
+                    let pa = (spec.get_paddr)(self.canonical(va));
+                    (pa.as_usize() & (span - 1) == 0).then_some(pa)
+                }
+                None => None,
+            };
+            match (kind(&pte, height), leaf_pa) {
+                (Kind::Empty, Some(pa)) => {
+                    Self::check_pa(pa, span).map_err(|e| (e, va))?;
+                    // SAFETY: as above.
+                    unsafe { write(t, index, PTE::new_page(pa, spec.flags, height > 0)) };
+                    self.record(base, height);
+                }
+                (Kind::Empty, None) => {
+                    let child = alloc_table::<M, PTE, H>().map_err(|e| (e, va))?;
+                    if let Err((e, _)) = self.map_range(child, height - 1, va, chunk_end, spec) {
+                        // Never published: no walker can have seen it.
+                        free_tree::<PTE, H>(child, height - 1);
+                        return Err((e, va));
+                    }
+                    // The subtree is complete; publish it with one store.
+                    fence(Ordering::Release);
+                    // SAFETY: as above.
+                    unsafe { write(t, index, PTE::new_table(child)) };
+                }
+                (Kind::Table(child), None) => {
+                    self.map_range(child, height - 1, va, chunk_end, spec)?
+                }
+                (Kind::Table(child), Some(_)) if spec.fixed.is_none() => {
+                    self.map_range(child, height - 1, va, chunk_end, spec)?
+                }
+                (Kind::Table(_), Some(_)) => return Err((PagingError::AlreadyMapped, va)),
+                (Kind::Leaf, Some(_)) => return Err((PagingError::AlreadyMapped, va)),
+                (Kind::Leaf, None) => return Err((PagingError::MappedToHugePage, va)),
+            }
+            va = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Removes every leaf in `[start, end)` inside the table at `paddr` (height `height`).
+    /// Returns whether an entry of this table was cleared.
+    fn unmap_range(
+        &mut self,
+        paddr: PhysAddr,
+        height: usize,
+        start: usize,
+        end: usize,
+        reserve: &mut Reserve,
+    ) -> bool {
+        let geo = Self::GEO;
+        let t = table_ptr::<PTE, H>(paddr);
+        let span = Geometry::span(height);
+        let mut cleared = false;
+        let mut va = start;
+        while va < end {
+            let index = geo.index(va, height);
+            let base = va & !(span - 1);
+            let chunk_end = core::cmp::min(base + span, end);
+            let whole = va == base && chunk_end == base + span;
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            let pte = unsafe { read(t, index) };
+            match kind(&pte, height) {
+                Kind::Empty => {}
+                Kind::Leaf if whole => {
+                    self.clear_entry(t, index, pte);
+                    if pte.is_present() {
+                        self.record(base, height);
+                    }
+                    cleared = true;
+                }
+                Kind::Leaf => {
+                    // The rest of the huge page stays mapped, so the child is not empty.
+                    if let Some(child) = self.split(t, index, height, base, reserve) {
+                        self.unmap_range(child, height - 1, va, chunk_end, reserve);
+                    }
+                }
+                Kind::Table(child) if whole => {
+                    self.clear_entry(t, index, pte);
+                    self.defer_subtree(child, height - 1, base);
+                    cleared = true;
+                }
+                Kind::Table(child) => {
+                    if self.unmap_range(child, height - 1, va, chunk_end, reserve)
+                        && table_is_empty::<PTE>(table_ptr::<PTE, H>(child))
+                    {
+                        self.clear_entry(t, index, pte);
+                        self.defer_table(child);
+                        cleared = true;
+                    }
+                }
+            }
+            va = chunk_end;
+        }
+        cleared
+    }
+
+    /// Sets `flags` on every present leaf in `[start, end)` inside the table at `paddr`.
+    fn protect_range(
+        &mut self,
+        paddr: PhysAddr,
+        height: usize,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        reserve: &mut Reserve,
+    ) {
+        let geo = Self::GEO;
+        let t = table_ptr::<PTE, H>(paddr);
+        let span = Geometry::span(height);
+        let mut va = start;
+        while va < end {
+            let index = geo.index(va, height);
+            let base = va & !(span - 1);
+            let chunk_end = core::cmp::min(base + span, end);
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            let mut pte = unsafe { read(t, index) };
+            match kind(&pte, height) {
+                Kind::Empty => {}
+                Kind::Leaf if !pte.is_present() => {}
+                Kind::Leaf if va == base && chunk_end == base + span => {
+                    pte.set_flags(flags, height > 0);
+                    // SAFETY: as above.
+                    unsafe { write(t, index, pte) };
+                    self.record(base, height);
+                }
+                Kind::Leaf => {
+                    if let Some(child) = self.split(t, index, height, base, reserve) {
+                        self.protect_range(child, height - 1, va, chunk_end, flags, reserve);
+                    }
+                }
+                Kind::Table(child) => {
+                    self.protect_range(child, height - 1, va, chunk_end, flags, reserve)
+                }
+            }
+            va = chunk_end;
+        }
+    }
+
+    /// Replaces the leaf at `t[index]` (height `height > 0`, covering `base`) with a table of
+    /// 512 leaves of the next smaller size that translate every byte exactly as before.
+    /// Returns the new table, or `None` if no frame was reserved for it.
+    fn split(
+        &mut self,
+        t: *mut PTE,
+        index: usize,
+        height: usize,
+        base: usize,
+        reserve: &mut Reserve,
+    ) -> Option<PhysAddr> {
+        let child = reserve.take();
+        debug_assert!(child.is_some(), "split frames are reserved beforehand");
+        let child = child?;
+        // SAFETY: `t[index]` is a leaf of this table.
+        let old = unsafe { read(t, index) };
+        let flags = old.flags();
+        let step = Geometry::span(height - 1);
+        let c = table_ptr::<PTE, H>(child);
+        for i in 0..ENTRIES {
+            // Flags first: they decide how the address field is read (an x86 huge leaf
+            // keeps its PAT bit where a 4 KiB page has address bit 12).
+            let mut pte = old;
+            pte.set_flags(flags, height - 1 > 0);
+            pte.set_paddr(old.paddr() + i * step);
+            // SAFETY: `c` is a reserved, unlinked frame of 512 entries.
+            unsafe { write(c, i, pte) };
+        }
+        fence(Ordering::Release);
+        if M::BREAK_BEFORE_MAKE && old.is_present() {
+            self.break_entry(t, index, old, base);
+        }
+        // SAFETY: as above.
+        unsafe { write(t, index, PTE::new_table(child)) };
+        Some(child)
+    }
+
+    /// Break-before-make: invalidates `t[index]` and completes the TLB invalidation of its
+    /// address before the caller writes the new entry.
+    fn break_entry(&mut self, t: *mut PTE, index: usize, old: PTE, base: usize) {
+        let mut invalid = old;
+        invalid.clear();
+        // SAFETY: `t[index]` is an entry of this table.
+        unsafe { write(t, index, invalid) };
+        M::flush_tlb(Some(M::VirtAddr::from(self.canonical(base))));
+    }
+
+    #[inline]
+    fn clear_entry(&mut self, t: *mut PTE, index: usize, old: PTE) {
+        let mut pte = old;
+        pte.clear();
+        // SAFETY: `t[index]` is an entry of this table.
+        unsafe { write(t, index, pte) };
+    }
+
+    /// Queues an unlinked table for freeing after the next flush.
+    fn defer_table(&mut self, table: PhysAddr) {
+        self.cache.valid = false;
+        // SAFETY: the table was just unlinked from its parent and belongs to this table.
+        unsafe {
+            self.pending
+                .defer_free(table, H::phys_to_virt(table).as_mut_ptr() as *mut usize)
+        };
+    }
+
+    /// Records the invalidation of every present leaf of an unlinked subtree and queues all
+    /// its tables for freeing after the next flush.
+    fn defer_subtree(&mut self, table: PhysAddr, height: usize, base: usize) {
+        let t = table_ptr::<PTE, H>(table);
+        let span = Geometry::span(height);
+        for index in 0..ENTRIES {
+            // SAFETY: `t` is an unlinked, still intact table at `height`.
+            let pte = unsafe { read(t, index) };
+            let va = base + index * span;
+            match kind(&pte, height) {
+                Kind::Empty => {}
+                Kind::Leaf => {
+                    if pte.is_present() {
+                        self.record(va, height);
+                    }
+                }
+                Kind::Table(child) => self.defer_subtree(child, height - 1, va),
+            }
+        }
+        // Every entry has been read: the first word may now become the list link.
+        self.defer_table(table);
+    }
+
+    /// After the table at `height` on the path of `tva` became empty: unlinks it, and every
+    /// ancestor (below the root) that becomes empty in turn.
+    fn reclaim_path(&mut self, tva: usize, height: usize) {
+        let geo = Self::GEO;
+        let mut path = [(PhysAddr::from_usize(0), 0usize); MAX_LEVELS];
+        let mut table = self.table.root_paddr();
+        let mut h = geo.root_height();
+        while h > height {
+            let index = geo.index(tva, h);
+            path[h] = (table, index);
+            // SAFETY: `table` is a live table at `h` on the path of `tva`.
+            let pte = unsafe { read(table_ptr::<PTE, H>(table), index) };
+            match kind(&pte, h) {
+                Kind::Table(next) => table = next,
+                _ => return,
+            }
+            h -= 1;
+        }
+        while h < geo.root_height() {
+            let (parent, index) = path[h + 1];
+            let p = table_ptr::<PTE, H>(parent);
+            // SAFETY: `p[index]` is the entry that links `table`.
+            let link = unsafe { read(p, index) };
+            self.clear_entry(p, index, link);
+            self.defer_table(table);
+            if h + 1 == geo.root_height() || !table_is_empty_near::<PTE>(p, index) {
+                return;
+            }
+            table = parent;
+            h += 1;
+        }
+    }
+
+    /// Reserves the frames that splitting the huge pages at the boundaries of
+    /// `[start, end)` will take. `reservations`: whether non-present leaves count.
+    fn reserve_splits(
+        &mut self,
+        start: usize,
+        end: usize,
+        reservations: bool,
+    ) -> PagingResult<Reserve> {
+        let geo = Self::GEO;
+        let mut keys = [(0usize, 0usize); 2 * MAX_LEVELS];
+        let mut n = 0;
+        for boundary in [start, end] {
+            if boundary >> geo.va_bits != 0 {
+                continue;
+            }
+            let Ok((pte, leaf_h)) = self.leaf_of_tree(boundary) else {
+                continue;
+            };
+            if !reservations && !pte.is_present() {
+                continue;
+            }
+            for h in (1..=leaf_h).rev() {
+                if boundary & (Geometry::span(h) - 1) == 0 {
+                    break;
+                }
+                let key = (h, boundary >> Geometry::shift(h));
+                if !keys[..n].contains(&key) {
+                    keys[n] = key;
+                    n += 1;
+                }
+            }
+        }
+        let mut reserve = Reserve::new();
+        for _ in 0..n {
+            match H::alloc_frame() {
+                Some(frame) if check_table_frame::<M, PTE>(frame) => {
+                    reserve.frames[reserve.len] = frame;
+                    reserve.len += 1;
+                }
+                other => {
+                    let err = match other {
+                        Some(frame) => {
+                            H::dealloc_frame(frame);
+                            PagingError::BadFrame
+                        }
+                        None => PagingError::NoMemory,
+                    };
+                    reserve.release::<H>();
+                    return Err(err);
+                }
+            }
+        }
+        Ok(reserve)
+    }
+
+    /// The leaf covering translated address `tva` and its height.
+    fn leaf_of_tree(&self, tva: usize) -> PagingResult<(PTE, usize)> {
+        let geo = Self::GEO;
+        let mut t = table_ptr::<PTE, H>(self.table.root_paddr());
+        let mut h = geo.root_height();
+        loop {
+            // SAFETY: `t` is a live table at `h`; the index is within its entries.
+            let pte = unsafe { read(t, geo.index(tva, h)) };
+            match kind(&pte, h) {
+                Kind::Empty => return Err(PagingError::NotMapped),
+                Kind::Leaf => return Ok((pte, h)),
+                Kind::Table(next) => {
+                    t = table_ptr::<PTE, H>(next);
+                    h -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// Whether every entry of a (non-root) table is unused.
+fn table_is_empty<PTE: GenericPTE>(t: *const PTE) -> bool {
+    // SAFETY: `t` is a live non-root table of 512 entries.
+    (0..ENTRIES).all(|i| unsafe { read(t, i) }.is_unused())
+}
+
+/// Whether every entry of a (non-root) table is unused, looking first at the neighbours of
+/// `index` (the entry just cleared), where a live entry is most likely.
+fn table_is_empty_near<PTE: GenericPTE>(t: *const PTE, index: usize) -> bool {
+    for d in 1..ENTRIES {
+        let up = index + d;
+        // SAFETY: indices are checked against the 512 entries of a non-root table.
+        if up < ENTRIES && !unsafe { read(t, up) }.is_unused() {
+            return false;
+        }
+        // SAFETY: `index - d` is within the table.
+        if d <= index && !unsafe { read(t, index - d) }.is_unused() {
+            return false;
+        }
+        if up >= ENTRIES && d > index {
+            break;
+        }
+    }
+    true
+}

@@ -1,5 +1,262 @@
-//! placeholder
-/// placeholder
-pub struct TlbFlush;
-/// placeholder
-pub struct TlbFlushAll;
+//! TLB invalidation: the batch a cursor records, the deferred frees that wait for it, and
+//! the `#[must_use]` tokens of the immediate API.
+
+use core::marker::PhantomData;
+
+use memory_addr::PhysAddr;
+
+use crate::PagingMetaData;
+
+/// Ranges kept before falling back to one full flush.
+const MAX_RANGES: usize = 8;
+
+/// One recorded range: invalidate every `1 << shift` bytes in `start..end`.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct FlushRange {
+    start: usize,
+    end: usize,
+    shift: u32,
+}
+
+/// The invalidations a cursor owes, handed to a [`TlbInvalidate`] when it flushes.
+///
+/// Addresses are in the caller's (canonical) form. Adjacent changed leaves of the same size
+/// are merged into one range; `page_size` is the size of the leaves in a range (one
+/// invalidation per page covers it).
+#[derive(Debug)]
+pub struct FlushBatch<'a> {
+    ranges: &'a [FlushRange],
+    everything: bool,
+    tables_freed: bool,
+    pages: usize,
+}
+
+impl FlushBatch<'_> {
+    /// The changed ranges as `(start, end, page_size)`, unless [`everything`](Self::everything).
+    pub fn ranges(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.ranges
+            .iter()
+            .map(|r| (r.start, r.end, 1usize << r.shift))
+    }
+
+    /// Whether too many ranges were changed to list (or the change was global, as
+    /// `copy_from`): everything must be invalidated.
+    pub fn everything(&self) -> bool {
+        self.everything
+    }
+
+    /// Whether page tables were unlinked: cached table entries (paging-structure caches,
+    /// walk caches) must be invalidated too before the tables are freed, which happens right
+    /// after [`TlbInvalidate::invalidate`] returns.
+    pub fn tables_freed(&self) -> bool {
+        self.tables_freed
+    }
+
+    /// The number of per-page invalidations the ranges stand for.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+}
+
+/// Performs the invalidations of a cursor's batch: plug in ASID-scoped, broadcast or remote
+/// (cross-CPU shootdown) invalidation with [`PageTable64::cursor_with`](crate::PageTable64::cursor_with).
+///
+/// The tables the batch unlinked are freed as soon as `invalidate` returns, so it must not
+/// return before every CPU that may use the table has dropped its cached entries.
+pub trait TlbInvalidate<M: PagingMetaData> {
+    /// Invalidates what `batch` describes.
+    fn invalidate(&mut self, batch: &FlushBatch<'_>);
+}
+
+/// The default invalidation: on this CPU, with [`PagingMetaData::flush_tlb`] once per page,
+/// or once for everything above [`PagingMetaData::FLUSH_THRESHOLD`] pages (or when tables
+/// were freed and [`PagingMetaData::FLUSH_BY_VA_COVERS_TABLES`] is false).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalFlush;
+
+impl<M: PagingMetaData> TlbInvalidate<M> for LocalFlush {
+    fn invalidate(&mut self, batch: &FlushBatch<'_>) {
+        if batch.everything()
+            || batch.pages() > M::FLUSH_THRESHOLD
+            || (batch.tables_freed() && !M::FLUSH_BY_VA_COVERS_TABLES)
+        {
+            M::flush_tlb(None);
+            return;
+        }
+        for (start, end, page_size) in batch.ranges() {
+            let mut va = start;
+            while va != end {
+                M::flush_tlb(Some(M::VirtAddr::from(va)));
+                va = va.wrapping_add(page_size);
+            }
+        }
+    }
+}
+
+/// The invalidations a cursor owes and the table frames waiting for them.
+///
+/// Frames of unlinked tables are kept on an intrusive list threaded through the first
+/// entry of each frame (a 4 KiB-aligned physical address), so recording needs no
+/// allocation.
+pub(crate) struct Pending {
+    ranges: [FlushRange; MAX_RANGES],
+    len: usize,
+    pages: usize,
+    everything: bool,
+    tables_freed: bool,
+    free_head: PhysAddr,
+    free_count: usize,
+}
+
+impl Pending {
+    pub(crate) const fn new() -> Self {
+        Self {
+            ranges: [FlushRange {
+                start: 0,
+                end: 0,
+                shift: 0,
+            }; MAX_RANGES],
+            len: 0,
+            pages: 0,
+            everything: false,
+            tables_freed: false,
+            free_head: PhysAddr::from_usize(0),
+            free_count: 0,
+        }
+    }
+
+    /// Whether nothing is owed.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0 && !self.everything && self.free_count == 0
+    }
+
+    /// Whether table frames wait for a flush.
+    #[inline]
+    pub(crate) fn has_frees(&self) -> bool {
+        self.free_count != 0
+    }
+
+    /// Records that the translation of `[va, va + (1 << shift))` changed (`va` canonical).
+    #[inline]
+    pub(crate) fn record(&mut self, va: usize, shift: u32) {
+        self.pages += 1;
+        if self.everything {
+            return;
+        }
+        let end = va.wrapping_add(1 << shift);
+        if self.len > 0 {
+            let last = &mut self.ranges[self.len - 1];
+            if last.shift == shift && last.end == va {
+                last.end = end;
+                return;
+            }
+        }
+        if self.len == MAX_RANGES {
+            self.everything = true;
+            return;
+        }
+        self.ranges[self.len] = FlushRange {
+            start: va,
+            end,
+            shift,
+        };
+        self.len += 1;
+    }
+
+    /// Records that everything must be flushed.
+    #[inline]
+    pub(crate) fn record_all(&mut self) {
+        self.everything = true;
+    }
+
+    /// Queues an unlinked table frame to be freed after the next flush.
+    ///
+    /// # Safety
+    /// `frame` must be a 4 KiB table frame that is no longer linked into any table and that
+    /// the caller owns; `table` must be its accessible address.
+    #[inline]
+    pub(crate) unsafe fn defer_free(&mut self, frame: PhysAddr, table: *mut usize) {
+        let link = if self.free_count == 0 {
+            0
+        } else {
+            self.free_head.as_usize()
+        };
+        // SAFETY: the caller owns the unlinked frame; its first word becomes the list link.
+        unsafe { table.write_volatile(link) };
+        self.free_head = frame;
+        self.free_count += 1;
+        self.tables_freed = true;
+    }
+
+    /// Hands the batch to `invalidator`, then every deferred frame to `free`. `read_link`
+    /// reads the list link stored in a deferred frame.
+    pub(crate) fn flush<M: PagingMetaData>(
+        &mut self,
+        invalidator: &mut dyn TlbInvalidate<M>,
+        read_link: impl Fn(PhysAddr) -> usize,
+        mut free: impl FnMut(PhysAddr),
+    ) {
+        invalidator.invalidate(&FlushBatch {
+            ranges: &self.ranges[..self.len],
+            everything: self.everything,
+            tables_freed: self.tables_freed,
+            pages: self.pages,
+        });
+        let mut frame = self.free_head;
+        for _ in 0..self.free_count {
+            let next = read_link(frame);
+            free(frame);
+            frame = PhysAddr::from_usize(next);
+        }
+        *self = Self::new();
+    }
+
+    /// Forgets the recorded invalidations (the caller takes responsibility for them).
+    /// Deferred frees are kept.
+    pub(crate) fn discard_invalidations(&mut self) {
+        self.len = 0;
+        self.pages = 0;
+        self.everything = false;
+    }
+}
+
+/// A pending invalidation of one page, returned by the immediate API
+/// ([`PageTable64::map`](crate::PageTable64::map) and friends).
+///
+/// Call [`flush`](Self::flush) once the change must be visible, or [`ignore`](Self::ignore)
+/// when the table is not active (or a full flush follows).
+#[must_use = "the TLB may still hold the old translation: call `flush()` or `ignore()`"]
+pub struct TlbFlush<M: PagingMetaData>(M::VirtAddr, PhantomData<M>);
+
+impl<M: PagingMetaData> TlbFlush<M> {
+    pub(crate) const fn new(vaddr: M::VirtAddr) -> Self {
+        Self(vaddr, PhantomData)
+    }
+
+    /// Invalidates the page's TLB entries on this CPU (`M::flush_tlb(Some(vaddr))`).
+    pub fn flush(self) {
+        M::flush_tlb(Some(self.0))
+    }
+
+    /// Drops the token without invalidating.
+    pub fn ignore(self) {}
+}
+
+/// A pending invalidation of the whole TLB, returned by the immediate region API.
+#[must_use = "the TLB may still hold old translations: call `flush_all()` or `ignore()`"]
+pub struct TlbFlushAll<M: PagingMetaData>(PhantomData<M>);
+
+impl<M: PagingMetaData> TlbFlushAll<M> {
+    pub(crate) const fn new() -> Self {
+        Self(PhantomData)
+    }
+
+    /// Invalidates the whole TLB on this CPU (`M::flush_tlb(None)`).
+    pub fn flush_all(self) {
+        M::flush_tlb(None)
+    }
+
+    /// Drops the token without invalidating.
+    pub fn ignore(self) {}
+}

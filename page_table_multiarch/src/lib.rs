@@ -9,13 +9,16 @@ use memory_addr::{MemoryAddr, PhysAddr, VirtAddr};
 
 pub mod arch;
 mod cursor;
+mod dump;
 mod flush;
 mod geometry;
+mod immediate;
 mod table;
 
 pub use arch::*;
 pub use cursor::PageTable64Cursor;
-pub use flush::{TlbFlush, TlbFlushAll};
+pub use dump::{Dump, Mapping, Mappings};
+pub use flush::{FlushBatch, LocalFlush, TlbFlush, TlbFlushAll, TlbInvalidate};
 pub use geometry::Geometry;
 #[doc(no_inline)]
 pub use page_table_entry::{GenericPTE, MappingFlags};
@@ -146,6 +149,12 @@ pub trait PagingMetaData: Sync + Send {
     /// (paging-structure caches, walk caches). When it does not, freeing a table triggers a
     /// full flush. Defaults to `false` (always safe).
     const FLUSH_BY_VA_COVERS_TABLES: bool = false;
+
+    /// Whether the architecture requires break-before-make: replacing a valid entry with a
+    /// valid entry of a different output address or size (a block split into a table)
+    /// must first write an invalid entry and complete a TLB invalidation (AArch64).
+    /// Defaults to `false`.
+    const BREAK_BEFORE_MAKE: bool = false;
 }
 
 /// The operating system's side of the page table: frames for tables, and access to them.
