@@ -13,7 +13,8 @@
 #
 # Mailbox (u64 at IMG_BASE): 0x00 magic, 0x08 root PA, 0x10 satp mode (8, 9, 10),
 # 0x18 probe count, 0x20 probes PA, 0x28 results PA, 0x30 A/D mode (0 keep, 1 hardware
-# update: set menvcfg.ADUE, 2 fault: clear it); the guest writes 0x40 done magic,
+# update: set menvcfg.ADUE, 2 fault: clear it), 0x38 Svpbmt (1: set menvcfg.PBMTE);
+# the guest writes 0x40 done magic,
 # 0x48 progress, 0x50 error code.
 # Result (64 bytes): 0x00 status, 0x08 value, 0x10 mcause, 0x18 mtval, 0x20 mepc,
 # 0x28 permissive-load status (2: not made), 0x30 pre-load status, 0x38 pre-load value.
@@ -27,12 +28,14 @@
     .set M_PROBES, 0x20
     .set M_RESULTS, 0x28
     .set M_AD, 0x30
+    .set M_PBMT, 0x38
     .set M_DONE, 0x40
     .set M_PROGRESS, 0x48
     .set M_ERROR, 0x50
     .set DONE_MAGIC, 0x454E4F44
     .set ERR_BAD_MAILBOX, 1
     .set ERR_SATP_MODE, 2
+    .set ERR_NO_SVPBMT, 3
 
     .set MPP_S, (1 << 11)
     .set MPP_MASK, (3 << 11)
@@ -67,7 +70,16 @@ _start:
 1:  li t1, 2
     bne t0, t1, 2f
     csrc CSR_MENVCFG, t2
-2:
+2:  ld t0, M_PBMT(s0)
+    beqz t0, 3f
+    li t1, 1
+    slli t1, t1, 62
+    csrs CSR_MENVCFG, t1
+    csrr t2, CSR_MENVCFG
+    and t2, t2, t1
+    li a0, ERR_NO_SVPBMT
+    beqz t2, fail
+3:
     ld t0, M_ROOT(s0)
     srli t0, t0, 12
     ld t1, M_MODE(s0)

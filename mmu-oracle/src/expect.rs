@@ -14,7 +14,9 @@
 //!   S-mode never executes a `USER` page; a load of an execute-only page needs `MXR`.
 //! * LoongArch: PLV3 needs `USER` (PLV0 may access any page: RPLV is not used).
 
-use page_table_entry::MappingFlags;
+use memory_addr::VirtAddr;
+use page_table_entry::{GenericPTE, MappingFlags};
+use page_table_multiarch::{PageTable64, PagingError, PagingHandler, PagingMetaData};
 
 use crate::{Access, Config, FaultKind, Outcome, Probe};
 
@@ -27,14 +29,46 @@ pub struct Mapping {
     pub flags: MappingFlags,
 }
 
-/// The outcome the hardware should produce for `probe` when the library says the VA maps
-/// as `mapping` (`None`: not mapped).
-pub fn expected(config: &Config, probe: &Probe, mapping: Option<Mapping>) -> Outcome {
-    if !config.is_canonical(probe.va) {
-        return Outcome::Fault(FaultKind::NonCanonical);
+/// What the library says about a virtual address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Translation {
+    /// A present leaf maps it.
+    Mapped(Mapping),
+    /// Nothing (present) maps it.
+    NotMapped,
+    /// The address is not one the table translates (not canonical).
+    InvalidVa,
+}
+
+/// What `table.query(va)` says about `va`.
+///
+/// # Panics
+///
+/// If `query` fails with an error other than `NotMapped` or `InvalidVirtAddr`.
+pub fn query<M, PTE, H>(table: &PageTable64<M, PTE, H>, va: u64) -> Translation
+where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+    H: PagingHandler,
+{
+    match table.query(VirtAddr::from(va as usize)) {
+        Ok((pa, flags, _)) => Translation::Mapped(Mapping {
+            pa: pa.as_usize() as u64,
+            flags,
+        }),
+        Err(PagingError::NotMapped) => Translation::NotMapped,
+        Err(PagingError::InvalidVirtAddr) => Translation::InvalidVa,
+        Err(e) => panic!("query({va:#x}) failed: {e:?}"),
     }
-    let Some(m) = mapping else {
-        return Outcome::Fault(FaultKind::NotMapped);
+}
+
+/// The outcome the hardware should produce for `probe` when the library says its VA
+/// translates as `t`.
+pub fn expected(config: &Config, probe: &Probe, t: Translation) -> Outcome {
+    let m = match t {
+        Translation::Mapped(m) => m,
+        Translation::NotMapped => return Outcome::Fault(FaultKind::NotMapped),
+        Translation::InvalidVa => return Outcome::Fault(FaultKind::NonCanonical),
     };
     let f = m.flags;
     if !f.is_accessible() {
@@ -103,4 +137,73 @@ pub fn expected(config: &Config, probe: &Probe, mapping: Option<Mapping>) -> Out
     } else {
         Outcome::Fault(FaultKind::Permission)
     }
+}
+
+/// One probe whose hardware outcome differs from the library's answer.
+#[derive(Debug, Clone)]
+pub struct Mismatch {
+    /// Index of the probe in the batch.
+    pub index: usize,
+    /// The probe.
+    pub probe: Probe,
+    /// What the library's `query` implies.
+    pub expected: Outcome,
+    /// What the MMU did.
+    pub hardware: Outcome,
+    /// The guest's raw record.
+    pub record: crate::Record,
+}
+
+impl core::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "#{} {}: hardware {}, library {}; record {:x?}",
+            self.index, self.probe, self.hardware, self.expected, self.record
+        )
+    }
+}
+
+/// The result of [`check_table`].
+#[derive(Debug)]
+pub struct Comparison {
+    /// The probes whose outcomes differ.
+    pub mismatches: Vec<Mismatch>,
+    /// The boot's report.
+    pub report: crate::RunReport,
+}
+
+/// Runs `probes` through `table` on the MMU and compares each outcome with the one the
+/// table's `query` implies ([`expected`]).
+pub fn check_table<M, PTE>(
+    img: &crate::Image,
+    config: &Config,
+    table: &PageTable64<M, PTE, crate::OracleHandler>,
+    probes: &[Probe],
+) -> Result<Comparison, crate::OracleError>
+where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+{
+    let root = table.root_paddr().as_usize() as u64;
+    let want: Vec<Outcome> = probes
+        .iter()
+        .map(|p| expected(config, p, query(table, p.va)))
+        .collect();
+    let report = img.run(config, root, probes)?;
+    let mismatches = probes
+        .iter()
+        .zip(&want)
+        .zip(report.outcomes.iter().zip(&report.records))
+        .enumerate()
+        .filter(|(_, ((p, w), (got, _)))| !got.agrees_with(w, p.kind == Access::Exec))
+        .map(|(index, ((p, w), (got, rec)))| Mismatch {
+            index,
+            probe: *p,
+            expected: *w,
+            hardware: *got,
+            record: *rec,
+        })
+        .collect();
+    Ok(Comparison { mismatches, report })
 }

@@ -123,6 +123,8 @@ pub enum Config {
         mode: RiscvMode,
         /// A/D handling.
         ad: RiscvAd,
+        /// Set `menvcfg.PBMTE`, so the Svpbmt memory types (bits 62:61) are valid.
+        pbmte: bool,
     },
     /// LoongArch64 with a 4-level, 4 KiB-page walk (PWCL/PWCH as page_table_multiarch's
     /// `LA64MetaData`) and a software TLB refill that loads full PTEs.
@@ -145,11 +147,12 @@ impl Config {
         Config::Aarch64 { mair: 0x44_ff_04 }
     }
 
-    /// RISC-V with `mode` and QEMU's default A/D handling.
+    /// RISC-V with `mode`, QEMU's default A/D handling and Svpbmt enabled.
     pub const fn riscv(mode: RiscvMode) -> Self {
         Config::Riscv64 {
             mode,
             ad: RiscvAd::Default,
+            pbmte: true,
         }
     }
 

@@ -142,13 +142,13 @@ fn arch_words(config: &Config) -> [u64; 3] {
             [la57 as u64 | (smep as u64) << 1 | (smap as u64) << 2, 0, 0]
         }
         Config::Aarch64 { mair } => [mair, 0, 0],
-        Config::Riscv64 { mode, ad } => {
+        Config::Riscv64 { mode, ad, pbmte } => {
             let ad = match ad {
                 crate::RiscvAd::Default => 0,
                 crate::RiscvAd::Hardware => 1,
                 crate::RiscvAd::Fault => 2,
             };
-            [mode as u64, ad, 0]
+            [mode as u64, ad, pbmte as u64]
         }
         Config::LoongArch64 => [0, 0, 0],
     }
@@ -175,11 +175,11 @@ fn qemu_args(config: &Config, ram: &Path, elf: &Path, layout: &Layout) -> Vec<St
             push("-cpu");
             push("cortex-a72");
         }
-        Config::Riscv64 { .. } => {
+        Config::Riscv64 { pbmte, .. } => {
             push("-machine");
             push("virt,memory-backend=ram");
             push("-cpu");
-            push("rv64");
+            push(if *pbmte { "rv64,svpbmt=on" } else { "rv64" });
             push("-bios");
             push("none");
         }

@@ -94,3 +94,15 @@ fn raw_tables() {
     ];
     check(&img, &Config::aarch64(), l0, &cases);
 }
+
+/// Tables built by page_table_multiarch.
+#[test]
+fn library() {
+    if !mmu_oracle::available(Arch::Aarch64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::aarch64::A64PagingMetaData,
+        page_table_entry::aarch64::A64PTE,
+    >(Config::aarch64(), true);
+}

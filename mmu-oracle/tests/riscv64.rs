@@ -117,3 +117,39 @@ fn raw_sv48() {
 fn raw_sv57() {
     raw_tables(RiscvMode::Sv57);
 }
+
+/// Tables built by page_table_multiarch, Sv39.
+#[test]
+fn library_sv39() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::riscv::Sv39MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv39), true);
+}
+
+/// Tables built by page_table_multiarch, Sv48.
+#[test]
+fn library_sv48() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::riscv::Sv48MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv48), true);
+}
+
+/// Tables built by page_table_multiarch, Sv57.
+#[test]
+fn library_sv57() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::riscv::Sv57MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv57), true);
+}

@@ -75,3 +75,34 @@ fn raw_tables() {
     ];
     check(&img, &Config::x86_64(), pml4, &cases);
 }
+
+/// Tables built by page_table_multiarch, 4-level.
+#[test]
+fn library_4level() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::x86_64::X64PagingMetaData,
+        page_table_entry::x86_64::X64PTE,
+    >(Config::x86_64(), true);
+}
+
+/// Tables built by page_table_multiarch, 5-level (LA57).
+#[test]
+fn library_la57() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::x86_64::X64PagingMetaDataLa57,
+        page_table_entry::x86_64::X64PTE,
+    >(
+        Config::X86_64 {
+            la57: true,
+            smep: false,
+            smap: false,
+        },
+        true,
+    );
+}

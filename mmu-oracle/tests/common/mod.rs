@@ -48,3 +48,288 @@ pub fn all_kinds(va: u64) -> [Probe; 6] {
         Probe::exec(va).user(),
     ]
 }
+
+use memory_addr::{PhysAddr, VirtAddr};
+use mmu_oracle::OracleHandler;
+use mmu_oracle::expect::{Translation, check_table, expected, query};
+use page_table_multiarch::{GenericPTE, MappingFlags, PageSize, PageTable64, PagingMetaData};
+
+/// Every combination of the six `MappingFlags` bits.
+pub fn every_flags() -> impl Iterator<Item = MappingFlags> {
+    (0..64).map(MappingFlags::from_bits_truncate)
+}
+
+/// The 16 combinations of `READ`, `WRITE`, `EXECUTE` and `USER`.
+pub fn access_flags() -> impl Iterator<Item = MappingFlags> {
+    (0..16).map(MappingFlags::from_bits_truncate)
+}
+
+/// Probes of every kind at both privileges (plus the RISC-V SUM/MXR variants) at each
+/// offset of `[va, va + size)`, and at the words just before and after it.
+pub fn probes_for(config: &Config, va: u64, size: u64, offsets: &[u64], out: &mut Vec<Probe>) {
+    let riscv = config.arch() == mmu_oracle::Arch::Riscv64;
+    for &off in offsets {
+        let a = va + off;
+        out.extend(all_kinds(a));
+        if riscv {
+            out.push(Probe::load(a).with_sum());
+            out.push(Probe::store(a).with_sum());
+            out.push(Probe::load(a).with_mxr());
+            out.push(Probe::load(a).user().with_mxr());
+        }
+    }
+    for a in [va.wrapping_sub(8), va + size] {
+        out.push(Probe::load(a));
+        out.push(Probe::store(a).user());
+    }
+}
+
+/// First, second, middle and last words and the last byte of a page of `size`.
+pub fn page_offsets(size: u64) -> Vec<u64> {
+    if size >= 1 << 30 {
+        // Only the first and last MiB of the 1 GiB region are tagged.
+        vec![0, 8, 0x8_0128, size - 0x8_0000, size - 8, size - 1]
+    } else {
+        vec![0, 8, size / 2 + 0x128, size - 8, size - 1]
+    }
+}
+
+/// Compares `probes` through `table` on the MMU with the table's `query`, printing the
+/// run time, and fails with every mismatch.
+pub fn compare<M, PTE>(
+    img: &Image,
+    config: &Config,
+    table: &PageTable64<M, PTE, OracleHandler>,
+    mut probes: Vec<Probe>,
+    what: &str,
+) where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+{
+    if config.arch() == mmu_oracle::Arch::LoongArch64 {
+        // A fetch from a non-executable page livelocks QEMU's LoongArch model.
+        probes.retain(|p| {
+            p.kind != Access::Exec
+                || matches!(expected(config, p, query(table, p.va)), Outcome::Ok { .. })
+        });
+    }
+    let t = Instant::now();
+    let cmp = check_table(img, config, table, &probes)
+        .unwrap_or_else(|e| panic!("{what}: oracle run failed: {e}"));
+    eprintln!(
+        "{what} {config:?}: {} probes, QEMU {:.2?}, total {:.2?}",
+        probes.len(),
+        cmp.report.elapsed,
+        t.elapsed()
+    );
+    let lines: Vec<String> = cmp
+        .mismatches
+        .iter()
+        .take(40)
+        .map(|m| format!("  {m}"))
+        .collect();
+    assert!(
+        cmp.mismatches.is_empty(),
+        "{what}: {} of {} probes disagree with query (first {} shown):\n{}",
+        cmp.mismatches.len(),
+        probes.len(),
+        lines.len(),
+        lines.join("\n")
+    );
+}
+
+fn va(v: u64) -> VirtAddr {
+    VirtAddr::from(v as usize)
+}
+
+fn pa(p: u64) -> PhysAddr {
+    PhysAddr::from(p as usize)
+}
+
+/// Builds a table with the library (every flag combination on 4 KiB pages, every access
+/// combination on 2 MiB and 1 GiB pages, a `map_region` with huge pages across 2 MiB
+/// boundaries, canonical-edge pages) and compares the MMU with `query` on it; then
+/// unmaps, protects and splits, and compares again.
+pub fn library_suite<M, PTE>(config: Config, with_1g: bool)
+where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+{
+    let img = Image::new(config.arch());
+    let mut pt = PageTable64::<M, PTE, OracleHandler>::try_new().expect("root table");
+    let mut probes = Vec::new();
+    let bits = config.va_bits();
+
+    // 4 KiB pages: every flag combination, each followed by a hole.
+    let base4k = 0x1000_0000u64;
+    let mut pages4k = Vec::new();
+    {
+        let mut c = pt.cursor();
+        for (i, flags) in every_flags().enumerate() {
+            let v = base4k + i as u64 * 0x2000;
+            let p = img.alloc_data(0x1000, 0x1000);
+            c.map(va(v), pa(p), PageSize::Size4K, flags)
+                .unwrap_or_else(|e| panic!("map 4K {flags:?}: {e:?}"));
+            pages4k.push((v, flags));
+        }
+    }
+    for &(v, _) in &pages4k {
+        probes_for(&config, v, 0x1000, &page_offsets(0x1000), &mut probes);
+    }
+
+    // 2 MiB pages: every access combination, all on one frame, each followed by a hole.
+    let base2m = 0x4000_0000u64;
+    let frame2m = img.alloc_data(0x20_0000, 0x20_0000);
+    {
+        let mut c = pt.cursor();
+        for (i, flags) in access_flags().enumerate() {
+            let v = base2m + i as u64 * 0x40_0000;
+            c.map(va(v), pa(frame2m), PageSize::Size2M, flags)
+                .unwrap_or_else(|e| panic!("map 2M {flags:?}: {e:?}"));
+        }
+    }
+    for i in 0..16u64 {
+        let v = base2m + i * 0x40_0000;
+        probes_for(&config, v, 0x20_0000, &page_offsets(0x20_0000), &mut probes);
+    }
+
+    // 1 GiB pages: every access combination, all on the tagged 1 GiB region.
+    let base1g = 0x10_0000_0000u64;
+    if with_1g {
+        let frame = img.huge_1g_frame();
+        let mut c = pt.cursor();
+        for (i, flags) in access_flags().enumerate() {
+            let v = base1g + i as u64 * 0x8000_0000;
+            c.map(va(v), pa(frame), PageSize::Size1G, flags)
+                .unwrap_or_else(|e| panic!("map 1G {flags:?}: {e:?}"));
+        }
+        drop(c);
+        for i in 0..16u64 {
+            let v = base1g + i * 0x8000_0000;
+            probes_for(&config, v, 1 << 30, &page_offsets(1 << 30), &mut probes);
+        }
+    }
+
+    // map_region with huge pages over [2 MiB - 12 KiB, 4 MiB + 12 KiB) of a 2 MiB-aligned
+    // window: 4 KiB pages, one 2 MiB page, 4 KiB pages.
+    let region_va = 0x2000_0000u64;
+    let region_pa = img.alloc_data(0x60_0000, 0x20_0000);
+    let start = region_va + 0x20_0000 - 0x3000;
+    let size = 0x20_0000 + 0x6000;
+    let rw = MappingFlags::READ | MappingFlags::WRITE;
+    pt.cursor()
+        .map_region(
+            va(start),
+            |v: VirtAddr| pa(region_pa + (v.as_usize() as u64 - region_va)),
+            size as usize,
+            rw,
+            true,
+        )
+        .expect("map_region");
+    let mut region_probes = Vec::new();
+    for page in (start - 0x2000..start + size + 0x2000).step_by(0x1000) {
+        let near_edge = page < start + 0x4000 || page + 0x4000 >= start + size;
+        let offsets: &[u64] = if near_edge { &[0, 0xFF8] } else { &[0x800] };
+        if near_edge || page % 0x4_0000 == 0 {
+            probes_for(&config, page, 0x1000, offsets, &mut region_probes);
+        }
+    }
+    probes.extend_from_slice(&region_probes);
+
+    // Pages at the canonical edges: the last page of the lower half and, where the harness
+    // leaves it free, the first page of the upper half.
+    let low_top = (1u64 << (bits - 1)) - 0x1000;
+    let high_bottom = !0u64 << (bits - 1);
+    let upper_ok = config.arch() != mmu_oracle::Arch::Aarch64;
+    {
+        let mut c = pt.cursor();
+        let p = img.alloc_data(0x1000, 0x1000);
+        c.map(
+            va(low_top),
+            pa(p),
+            PageSize::Size4K,
+            rw | MappingFlags::USER,
+        )
+        .expect("map the top lower-half page");
+        if upper_ok {
+            let p = img.alloc_data(0x1000, 0x1000);
+            c.map(va(high_bottom), pa(p), PageSize::Size4K, rw)
+                .expect("map the first upper-half page");
+        }
+    }
+    probes_for(&config, low_top, 0x1000, &[0, 0xFF8, 0xFFF], &mut probes);
+    probes.push(Probe::load(1u64 << (bits - 1)));
+    probes.push(Probe::load(1u64 << bits));
+    probes.push(Probe::load(0x0123_4567_89AB_C000));
+    if upper_ok {
+        probes_for(&config, high_bottom, 0x1000, &[0, 0xFF8], &mut probes);
+    }
+    // Holes: never mapped.
+    for a in [0u64, 0x1000, 0x3000_0000, 0x1_0000_0000, 0x7_0000_0000] {
+        probes.push(Probe::load(a));
+        probes.push(Probe::store(a).user());
+    }
+
+    compare(&img, &config, &pt, probes, "library map");
+
+    // Unmap, protect, split, and look again.
+    {
+        let mut c = pt.cursor();
+        let rwxu = MappingFlags::READ | MappingFlags::WRITE | MappingFlags::EXECUTE;
+        for &(v, flags) in pages4k.iter().step_by(3) {
+            if flags.is_accessible() {
+                c.unmap(va(v)).expect("unmap");
+            }
+        }
+        for &(v, flags) in pages4k.iter().skip(1).step_by(3) {
+            if flags.is_accessible() {
+                c.protect(va(v), flags ^ MappingFlags::WRITE ^ MappingFlags::USER)
+                    .expect("protect");
+            }
+        }
+        // Split the 2 MiB page of the region twice: unmap a page, protect two others.
+        c.unmap_region(va(region_va + 0x20_0000 + 0x10_0000), 0x1000)
+            .expect("unmap_region inside a huge page");
+        c.protect_region(va(region_va + 0x20_0000 + 0x18_0000), 0x2000, rwxu)
+            .expect("protect_region inside a huge page");
+        // Unmap across the end of the region.
+        c.unmap_region(va(start + size - 0x2000), 0x4000)
+            .expect("unmap_region over the end");
+        // Split one 2 MiB and one 1 GiB page of the combinations.
+        c.protect_region(
+            va(base2m + 0x40_0000 * 7 + 0x1000),
+            0x1000,
+            MappingFlags::READ,
+        )
+        .expect("protect_region in a 2M page");
+        if with_1g {
+            c.unmap_region(va(base1g + 0x8000_0000 * 3 + 0x8_0000), 0x1000)
+                .expect("unmap_region in a 1G page");
+        }
+    }
+    let mut probes = Vec::new();
+    for &(v, _) in &pages4k {
+        probes_for(&config, v, 0x1000, &[0, 0xFF8], &mut probes);
+    }
+    let split = region_va + 0x20_0000;
+    for off in (0..0x20_0000u64).step_by(0x8000) {
+        probes_for(&config, split + off, 0x1000, &[0x10], &mut probes);
+    }
+    for off in [0x10_0000u64, 0x18_0000, 0x18_1000, 0x18_2000] {
+        probes_for(&config, split + off, 0x1000, &[0, 0xFF8], &mut probes);
+    }
+    probes.extend_from_slice(&region_probes);
+    let v7 = base2m + 0x40_0000 * 7;
+    for off in [0u64, 0x1000, 0x2000, 0x1F_F000] {
+        probes_for(&config, v7 + off, 0x1000, &[0, 0xFF8], &mut probes);
+    }
+    if with_1g {
+        let v3 = base1g + 0x8000_0000 * 3;
+        // Only the first and last MiB of the 1 GiB frame are tagged.
+        for off in [0u64, 0x7_F000, 0x8_0000, 0x8_1000, 0xF_E000, 0x3FFF_F000] {
+            probes_for(&config, v3 + off, 0x1000, &[0, 0xFF8], &mut probes);
+        }
+    }
+    compare(&img, &config, &pt, probes, "library after unmap/protect");
+    assert_eq!(Translation::NotMapped, query(&pt, 0x1000));
+}
