@@ -181,10 +181,14 @@ fn x86_split_needs_no_break() {
     assert_eq!(flush::take_flushes(), [Some(0x4000_5000)]);
 }
 
+/// One batch as seen by an invalidator: `(start, end, page_size)` ranges, everything,
+/// tables freed.
+type Seen = (Vec<(usize, usize, usize)>, bool, bool);
+
 /// A remote/ASID-aware invalidator sees the ranges.
 #[derive(Default)]
 struct Capture {
-    batches: Vec<(Vec<(usize, usize, usize)>, bool, bool)>,
+    batches: Vec<Seen>,
 }
 
 impl<M: PagingMetaData> TlbInvalidate<M> for Capture {
