@@ -110,6 +110,31 @@ impl Format for A64 {
     }
 }
 
+/// AArch64 with EL2 (single range) entries, whatever the `arm-el2` feature says.
+struct A64El2;
+impl Format for A64El2 {
+    type M = aarch64::A64El2PagingMetaData;
+    type PTE = page_table_entry::aarch64::A64PTEEl2;
+    fn walker() -> walker::Config {
+        walker::Config::Aarch64(walker::aarch64::Config {
+            regime: walker::aarch64::Regime::El2,
+            ..Default::default()
+        })
+    }
+    // No EL0 in this regime: USER cannot be expressed.
+    fn expected_flags(f: F) -> F {
+        F::READ | (f & (F::WRITE | F::EXECUTE)) | mem_type_bits(f)
+    }
+    fn allows(f: F, a: Access) -> bool {
+        !a.user
+            && match a.kind {
+                AccessKind::Read => true,
+                AccessKind::Write => f.contains(F::WRITE),
+                AccessKind::Exec => f.contains(F::EXECUTE),
+            }
+    }
+}
+
 struct Rv<M>(core::marker::PhantomData<M>);
 impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for Rv<M> {
     type M = M;
@@ -595,6 +620,11 @@ fn x86_64_5_level() {
 #[test]
 fn aarch64_4_level() {
     seeds().for_each(|s| run::<A64>(s, STEPS));
+}
+
+#[test]
+fn aarch64_el2_4_level() {
+    seeds().for_each(|s| run::<A64El2>(s, STEPS));
 }
 
 #[test]
