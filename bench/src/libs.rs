@@ -14,7 +14,7 @@ use ::x86_64::structures::paging::{
 use memory_addr::{PhysAddr, VirtAddr};
 
 use crate::sim::{Sim, SimFrames, SimHandler, alloc_frame, dealloc_frame, p2v};
-use crate::{Config, LibRound, Plan, Point, Work};
+use crate::{Config, GIB_CALLS, LibRound, Plan, Point, Work};
 
 /// This workspace's x86-64 4-level table.
 type Ours = page_table_multiarch::x86_64::X64PageTable<SimHandler>;
@@ -30,7 +30,7 @@ pub const VA_LINEAR: usize = 0x4000_0000;
 pub const PA_LINEAR: usize = 0x20_0000_0000;
 /// W5: 2 MiB- but not 1 GiB-aligned, so the region takes 2 MiB leaves.
 pub const PA_HUGE_2M: usize = 0x20_0020_0000;
-/// W5g: 1 GiB-aligned, so the region is one 1 GiB leaf.
+/// W5g: 1 GiB-aligned, so each region is one 1 GiB leaf.
 pub const PA_HUGE_1G: usize = 0x40_0000_0000;
 /// W7: the 256 GiB window (inside one 512 GiB root entry) and the physical base.
 pub const VA_RANDOM: usize = 0x80_0000_0000;
@@ -158,15 +158,17 @@ pub fn round_ours(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
     r.set(
         Work::W5Huge1G,
         timed(|| {
-            t.cursor()
-                .map_region(
-                    va(VA_LINEAR),
-                    |v| pa(v.as_usize() - VA_LINEAR + PA_HUGE_1G),
-                    G1,
-                    rw,
-                    true,
-                )
-                .expect("map_region 1G")
+            for g in 0..GIB_CALLS {
+                t.cursor()
+                    .map_region(
+                        va(VA_LINEAR + g * G1),
+                        |v| pa(v.as_usize() - VA_LINEAR + PA_HUGE_1G),
+                        G1,
+                        rw,
+                        true,
+                    )
+                    .expect("map_region 1G");
+            }
         }),
     );
     assert_eq!(
@@ -337,15 +339,17 @@ pub fn round_old(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
     r.set(
         Work::W5Huge1G,
         timed(|| {
-            t.cursor()
-                .map_region(
-                    va(VA_LINEAR),
-                    |v| pa(v.as_usize() - VA_LINEAR + PA_HUGE_1G),
-                    G1,
-                    rw,
-                    true,
-                )
-                .expect("map_region 1G")
+            for g in 0..GIB_CALLS {
+                t.cursor()
+                    .map_region(
+                        va(VA_LINEAR + g * G1),
+                        |v| pa(v.as_usize() - VA_LINEAR + PA_HUGE_1G),
+                        G1,
+                        rw,
+                        true,
+                    )
+                    .expect("map_region 1G");
+            }
         }),
     );
     assert_eq!(
@@ -586,14 +590,18 @@ pub fn round_x86(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
         Work::W5Huge1G,
         timed(|| {
             let mut m = t.mapper();
-            let page = Page::<Size1GiB>::containing_address(XVirtAddr::new(VA_LINEAR as u64));
-            let frame = PhysFrame::<Size1GiB>::containing_address(::x86_64::PhysAddr::new(
-                PA_HUGE_1G as u64,
-            ));
-            // SAFETY: the frame is a made-up address that no one accesses.
-            unsafe { m.map_to(page, frame, X_RW, &mut SimFrames) }
-                .expect("map_to 1G")
-                .ignore();
+            for g in 0..GIB_CALLS {
+                let page = Page::<Size1GiB>::containing_address(XVirtAddr::new(
+                    (VA_LINEAR + g * G1) as u64,
+                ));
+                let frame = PhysFrame::<Size1GiB>::containing_address(::x86_64::PhysAddr::new(
+                    (PA_HUGE_1G + g * G1) as u64,
+                ));
+                // SAFETY: the frame is a made-up address that no one accesses.
+                unsafe { m.map_to(page, frame, X_RW, &mut SimFrames) }
+                    .expect("map_to 1G")
+                    .ignore();
+            }
         }),
     );
     drop(t);
