@@ -49,8 +49,8 @@ fn ours_rw() -> page_table_multiarch::MappingFlags {
     F::READ | F::WRITE
 }
 
-fn old_rw() -> ptm06::MappingFlags {
-    use ptm06::MappingFlags as F;
+fn old_rw() -> pte06::MappingFlags {
+    use pte06::MappingFlags as F;
     F::READ | F::WRITE
 }
 
