@@ -260,7 +260,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 _ => return (table, height),
             }
         }
-        if height < geo.root_height() {
+        if height < geo.root_height() && (!c.valid || table != c.table) {
             self.cache = PathCache {
                 valid: true,
                 height,
@@ -318,6 +318,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         Self::check_pa(target, page_size as usize)?;
         let (table, th) = self.descend(tva, height);
+        if th == height {
+            // The leaf's table exists: one slot to fill.
+            let t = table_ptr::<PTE, H>(table);
+            let index = Self::GEO.index(tva, height);
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            let pte = unsafe { read(t, index) };
+            if !pte.is_unused() {
+                return Err(PagingError::AlreadyMapped);
+            }
+            // SAFETY: as above.
+            unsafe { write(t, index, PTE::new_page(target, flags, height > 0)) };
+            self.record(tva, height);
+            return Ok(());
+        }
         let spec = MapSpec {
             flags,
             fixed: Some(height),
