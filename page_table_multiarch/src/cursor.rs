@@ -16,7 +16,7 @@ use core::sync::atomic::{Ordering, fence};
 use memory_addr::PhysAddr;
 
 use crate::flush::{LocalFlush, Pending, TlbInvalidate};
-use crate::geometry::{ENTRIES, Geometry, MAX_LEVELS};
+use crate::geometry::{Chunk, ENTRIES, Geometry, MAX_LEVELS};
 use crate::table::{
     Kind, alloc_table, check_frame, check_table_frame, free_tree, kind, read, table_ptr, write,
 };
@@ -165,10 +165,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         Ok(tva)
     }
 
-    /// Checks a non-empty range and returns its translated bounds `[start, end)`.
-    fn check_range(&mut self, va: usize, size: usize) -> PagingResult<(usize, usize)> {
+    /// Checks a range and returns its translated bounds `[start, end)`, or `None` when it
+    /// is empty (an empty range with aligned bounds does nothing).
+    fn check_region(&mut self, va: usize, size: usize) -> PagingResult<Option<(usize, usize)>> {
         if va & 0xfff != 0 || size & 0xfff != 0 {
             return Err(PagingError::NotAligned);
+        }
+        if size == 0 {
+            return Ok(None);
         }
         let last = va.checked_add(size - 1).ok_or(PagingError::RangeOverflow)?;
         if !M::vaddr_is_valid(va) || !M::vaddr_is_valid(last) {
@@ -182,7 +186,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         self.high = va & !mask;
         self.check_not_borrowed(start, tlast + 1)?;
-        Ok((start, tlast + 1))
+        Ok(Some((start, tlast + 1)))
     }
 
     /// Checks that `[pa, pa + size)` is aligned to `size` and addressable.
@@ -256,7 +260,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 _ => return (table, height),
             }
         }
-        if height < geo.root_height() {
+        if height < geo.root_height() && (!c.valid || table != c.table) {
             self.cache = PathCache {
                 valid: true,
                 height,
@@ -314,6 +318,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         Self::check_pa(target, page_size as usize)?;
         let (table, th) = self.descend(tva, height);
+        if th == height {
+            // The leaf's table exists: one slot to fill.
+            let t = table_ptr::<PTE, H>(table);
+            let index = Self::GEO.index(tva, height);
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            let pte = unsafe { read(t, index) };
+            if !pte.is_unused() {
+                return Err(PagingError::AlreadyMapped);
+            }
+            // SAFETY: as above.
+            unsafe { write(t, index, PTE::new_page(target, flags, height > 0)) };
+            self.record(tva, height);
+            return Ok(());
+        }
         let spec = MapSpec {
             flags,
             fixed: Some(height),
@@ -442,14 +460,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         flags: MappingFlags,
         allow_huge: bool,
     ) -> PagingResult {
-        let va: usize = vaddr.into();
-        if va & 0xfff != 0 || size & 0xfff != 0 {
-            return Err(PagingError::NotAligned);
-        }
-        if size == 0 {
+        let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
-        }
-        let (start, end) = self.check_range(va, size)?;
+        };
         let spec = MapSpec {
             flags,
             fixed: None,
@@ -482,14 +495,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`PagingError::InvalidVirtAddr`], [`PagingError::NoMemory`] /
     /// [`PagingError::BadFrame`] (no frame for a split). On error the table is unchanged.
     pub fn unmap_region(&mut self, vaddr: M::VirtAddr, size: usize) -> PagingResult {
-        let va: usize = vaddr.into();
-        if va & 0xfff != 0 || size & 0xfff != 0 {
-            return Err(PagingError::NotAligned);
-        }
-        if size == 0 {
+        let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
-        }
-        let (start, end) = self.check_range(va, size)?;
+        };
         let mut reserve = self.reserve_splits(start, end, true)?;
         let root = self.table.root_paddr();
         self.unmap_range(root, Self::GEO.root_height(), start, end, &mut reserve);
@@ -508,14 +516,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         size: usize,
         flags: MappingFlags,
     ) -> PagingResult {
-        let va: usize = vaddr.into();
-        if va & 0xfff != 0 || size & 0xfff != 0 {
-            return Err(PagingError::NotAligned);
-        }
-        if size == 0 {
+        let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
-        }
-        let (start, end) = self.check_range(va, size)?;
+        };
         let mut reserve = self.reserve_splits(start, end, false)?;
         let root = self.table.root_paddr();
         self.protect_range(
@@ -623,12 +626,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
         let span = Geometry::span(height);
-        let mut va = start;
-        while va < end {
-            let index = geo.index(va, height);
-            let base = va & !(span - 1);
-            let chunk_end = core::cmp::min(base + span, end);
-            let whole = va == base && chunk_end == base + span;
+        for Chunk {
+            index,
+            va,
+            base,
+            end: chunk_end,
+            whole,
+        } in geo.chunks(height, start, end)
+        {
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
             // Whether to put a leaf in this slot, and its physical address.
@@ -670,7 +675,6 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 (Kind::Leaf, Some(_)) => return Err((PagingError::AlreadyMapped, va)),
                 (Kind::Leaf, None) => return Err((PagingError::MappedToHugePage, va)),
             }
-            va = chunk_end;
         }
         Ok(())
     }
@@ -687,14 +691,15 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ) -> bool {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
-        let span = Geometry::span(height);
         let mut cleared = false;
-        let mut va = start;
-        while va < end {
-            let index = geo.index(va, height);
-            let base = va & !(span - 1);
-            let chunk_end = core::cmp::min(base + span, end);
-            let whole = va == base && chunk_end == base + span;
+        for Chunk {
+            index,
+            va,
+            base,
+            end: chunk_end,
+            whole,
+        } in geo.chunks(height, start, end)
+        {
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
             match kind(&pte, height) {
@@ -727,7 +732,6 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     }
                 }
             }
-            va = chunk_end;
         }
         cleared
     }
@@ -744,18 +748,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ) {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
-        let span = Geometry::span(height);
-        let mut va = start;
-        while va < end {
-            let index = geo.index(va, height);
-            let base = va & !(span - 1);
-            let chunk_end = core::cmp::min(base + span, end);
+        for Chunk {
+            index,
+            va,
+            base,
+            end: chunk_end,
+            whole,
+        } in geo.chunks(height, start, end)
+        {
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let mut pte = unsafe { read(t, index) };
             match kind(&pte, height) {
                 Kind::Empty => {}
                 Kind::Leaf if !pte.is_present() => {}
-                Kind::Leaf if va == base && chunk_end == base + span => {
+                Kind::Leaf if whole => {
                     pte.set_flags(flags, height > 0);
                     // SAFETY: as above.
                     unsafe { write(t, index, pte) };
@@ -770,7 +776,6 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     self.protect_range(child, height - 1, va, chunk_end, flags, reserve)
                 }
             }
-            va = chunk_end;
         }
     }
 

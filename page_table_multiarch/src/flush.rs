@@ -165,6 +165,7 @@ impl Pending {
     }
 
     /// Records that everything must be flushed.
+    #[cfg(feature = "copy-from")]
     #[inline]
     pub(crate) fn record_all(&mut self) {
         self.everything = true;

@@ -153,3 +153,62 @@ impl Geometry {
         }
     }
 }
+
+/// The part of a range that one entry of a table covers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk {
+    /// The entry's index in its table.
+    pub index: usize,
+    /// The first address of the range inside the entry.
+    pub va: usize,
+    /// The first address the entry covers.
+    pub base: usize,
+    /// The end of the range inside the entry.
+    pub end: usize,
+    /// Whether the range covers the whole entry.
+    pub whole: bool,
+}
+
+/// The entries of the table at one height that a range `[va, end)` touches, in order.
+pub(crate) struct Chunks {
+    geo: Geometry,
+    height: usize,
+    va: usize,
+    end: usize,
+}
+
+impl Iterator for Chunks {
+    type Item = Chunk;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Chunk> {
+        if self.va >= self.end {
+            return None;
+        }
+        let span = Geometry::span(self.height);
+        let base = self.va & !(span - 1);
+        let end = core::cmp::min(base + span, self.end);
+        let chunk = Chunk {
+            index: self.geo.index(self.va, self.height),
+            va: self.va,
+            base,
+            end,
+            whole: self.va == base && end == base + span,
+        };
+        self.va = end;
+        Some(chunk)
+    }
+}
+
+impl Geometry {
+    /// The entries at `height` that `[start, end)` (translated addresses) touches.
+    #[inline(always)]
+    pub(crate) const fn chunks(&self, height: usize, start: usize, end: usize) -> Chunks {
+        Chunks {
+            geo: *self,
+            height,
+            va: start,
+            end,
+        }
+    }
+}

@@ -6,8 +6,8 @@
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_multiarch::{
-    GenericPTE, MappingFlags as F, PageSize, PageTable64, PagingError as E, PagingMetaData, aarch64, loongarch64,
-    riscv, x86_64,
+    GenericPTE, MappingFlags as F, PageSize, PageTable64, PagingError as E, PagingMetaData,
+    aarch64, loongarch64, riscv, x86_64,
 };
 use testkit::alloc::{self, SimHandler};
 use testkit::mem;
@@ -29,8 +29,9 @@ trait Format {
     fn expected_flags(f: F) -> F;
     /// Whether the hardware allows `access` to a present leaf requested with `f`.
     fn allows(f: F, access: Access) -> bool;
-    /// Whether the walker checks memory types of this build.
-    fn check_mem_type() -> bool {
+    /// Whether the standard walker applies to this build's encoding (T-Head's extended
+    /// attributes sit in bits the standard RISC-V walker reserves).
+    fn walker_applies() -> bool {
         true
     }
 }
@@ -48,7 +49,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for X64<M> {
     type M = M;
     type PTE = page_table_entry::x86_64::X64PTE;
     fn walker() -> walker::Config {
-        walker::Config::X86_64(walker::x86_64::Config { la57: M::LEVELS == 5, ..Default::default() })
+        walker::Config::X86_64(walker::x86_64::Config {
+            la57: M::LEVELS == 5,
+            ..Default::default()
+        })
     }
     // A present x86 page is always readable.
     fn expected_flags(f: F) -> F {
@@ -77,7 +81,11 @@ impl Format for A64 {
     }
     // Stage 1 cannot express write-only or execute-only: a valid descriptor is readable.
     fn expected_flags(f: F) -> F {
-        let user = if cfg!(feature = "arm-el2") { F::empty() } else { f & F::USER };
+        let user = if cfg!(feature = "arm-el2") {
+            F::empty()
+        } else {
+            f & F::USER
+        };
         F::READ | (f & (F::WRITE | F::EXECUTE)) | user | mem_type_bits(f)
     }
     fn allows(f: F, a: Access) -> bool {
@@ -102,6 +110,31 @@ impl Format for A64 {
     }
 }
 
+/// AArch64 with EL2 (single range) entries, whatever the `arm-el2` feature says.
+struct A64El2;
+impl Format for A64El2 {
+    type M = aarch64::A64El2PagingMetaData;
+    type PTE = page_table_entry::aarch64::A64PTEEl2;
+    fn walker() -> walker::Config {
+        walker::Config::Aarch64(walker::aarch64::Config {
+            regime: walker::aarch64::Regime::El2,
+            ..Default::default()
+        })
+    }
+    // No EL0 in this regime: USER cannot be expressed.
+    fn expected_flags(f: F) -> F {
+        F::READ | (f & (F::WRITE | F::EXECUTE)) | mem_type_bits(f)
+    }
+    fn allows(f: F, a: Access) -> bool {
+        !a.user
+            && match a.kind {
+                AccessKind::Read => true,
+                AccessKind::Write => f.contains(F::WRITE),
+                AccessKind::Exec => f.contains(F::EXECUTE),
+            }
+    }
+}
+
 struct Rv<M>(core::marker::PhantomData<M>);
 impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for Rv<M> {
     type M = M;
@@ -112,12 +145,26 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for Rv<M> {
             4 => walker::riscv::Mode::Sv48,
             _ => walker::riscv::Mode::Sv57,
         };
-        walker::Config::Riscv(walker::riscv::Config { mode, svpbmt: true, ..Default::default() })
+        walker::Config::Riscv(walker::riscv::Config {
+            mode,
+            svpbmt: true,
+            ..Default::default()
+        })
     }
     // W without R is reserved: WRITE implies READ.
     fn expected_flags(f: F) -> F {
-        let r = if f.intersects(F::READ | F::WRITE) { F::READ } else { F::empty() };
-        r | (f & (F::WRITE | F::EXECUTE | F::USER)) | mem_type_bits(f)
+        let r = if f.intersects(F::READ | F::WRITE) {
+            F::READ
+        } else {
+            F::empty()
+        };
+        // T-Head's attributes only tell device memory apart.
+        let mem = if cfg!(feature = "xuantie-c9xx") {
+            f & F::DEVICE
+        } else {
+            mem_type_bits(f)
+        };
+        r | (f & (F::WRITE | F::EXECUTE | F::USER)) | mem
     }
     fn allows(f: F, a: Access) -> bool {
         let e = Self::expected_flags(f);
@@ -129,7 +176,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for Rv<M> {
                 AccessKind::Exec => e.contains(F::EXECUTE),
             }
     }
-    fn check_mem_type() -> bool {
+    fn walker_applies() -> bool {
         !cfg!(feature = "xuantie-c9xx")
     }
 }
@@ -154,16 +201,27 @@ impl Format for La {
     }
 }
 
-const ACCESSES: [Access; 6] =
-    [Access::READ, Access::WRITE, Access::EXEC, Access::USER_READ, Access::USER_WRITE, Access::USER_EXEC];
+const ACCESSES: [Access; 6] = [
+    Access::READ,
+    Access::WRITE,
+    Access::EXEC,
+    Access::USER_READ,
+    Access::USER_WRITE,
+    Access::USER_EXEC,
+];
 
 /// The test state: a table, the model it must equal, and the address windows used.
 struct Harness<T: Format> {
     table: PageTable64<T::M, T::PTE, SimHandler>,
     model: Model,
+    g: Gen,
+    mask: u64,
+}
+
+/// Random operands.
+struct Gen {
     windows: Vec<u64>,
     rng: Rng,
-    mask: u64,
     sizes: Vec<u64>,
 }
 
@@ -175,14 +233,19 @@ impl<T: Format> Harness<T> {
         mem::reset();
         alloc::reset();
         let va_bits = T::M::VA_MAX_BITS as u32;
-        let mask = if va_bits >= 64 { u64::MAX } else { (1u64 << va_bits) - 1 };
+        let mask = if va_bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << va_bits) - 1
+        };
         let upper = u64::MAX << (va_bits - 1);
         // A window in the lower half, one in the upper half (not for AArch64, whose walker
         // models TTBR0), and one at the top of the lower half.
         let mut windows = vec![0x2_0000_0000, (1u64 << (va_bits - 1)) - WINDOW];
         if !matches!(T::walker(), walker::Config::Aarch64(_)) {
             windows.push(upper);
-            windows.push(u64::MAX - WINDOW + 1);
+            // Near the top, leaving the last 1 GiB so no range ends at 2^64 in the model.
+            windows.push(u64::MAX - WINDOW - G1 + 1);
         }
         let sizes = match T::M::MAX_PAGE_SIZE {
             PageSize::Size2M => vec![K4, M2],
@@ -192,13 +255,17 @@ impl<T: Format> Harness<T> {
         Self {
             table: PageTable64::try_new().unwrap(),
             model: Model::new(&sizes),
-            windows,
-            rng: Rng::new(seed),
+            g: Gen {
+                windows,
+                rng: Rng::new(seed),
+                sizes,
+            },
             mask,
-            sizes,
         }
     }
+}
 
+impl Gen {
     fn flags(&mut self) -> F {
         // Mostly accessible mappings; sometimes reservations.
         let mut f = F::from_bits_truncate(self.rng.below(64) as usize);
@@ -225,6 +292,14 @@ impl<T: Format> Harness<T> {
         base + (self.rng.below(WINDOW) & !(align - 1))
     }
 
+    /// A range of up to `max_pages` 4 KiB pages inside one window.
+    fn range(&mut self, max_pages: u64) -> (u64, u64) {
+        let base = *self.rng.pick(&self.windows);
+        let start = self.rng.below(WINDOW / K4);
+        let pages = self.rng.range(1, max_pages).min(WINDOW / K4 - start);
+        (base + start * K4, pages * K4)
+    }
+
     /// A physical address aligned to `align`, below 2^40.
     fn pa(&mut self, align: u64) -> u64 {
         self.rng.below(1 << 40) & !(align - 1)
@@ -234,64 +309,78 @@ impl<T: Format> Harness<T> {
     fn maybe_fail(&mut self) {
         if self.rng.chance(1, 4) {
             let n = 1 + self.rng.below(4) as usize;
-            alloc::set_fail_at(Some(alloc::alloc_count() + n));
+            alloc::set_fail_at(Some(n));
         } else {
             alloc::set_fail_at(None);
         }
     }
+}
 
+impl<T: Format> Harness<T> {
     fn step(&mut self) {
-        let before = self.model.clone();
-        self.maybe_fail();
+        self.g.maybe_fail();
+        let g = &mut self.g;
+        let model = &mut self.model;
         let mut c = self.table.cursor();
-        match self.rng.below(10) {
+        match g.rng.below(10) {
             0 | 1 => {
-                let size = self.size();
-                let (va, pa, flags) = (self.va(size), self.pa(size), self.flags());
+                let size = g.size();
+                let (va, pa, flags) = (g.va(size), g.pa(size), g.flags());
                 let ps = match size {
                     K4 => PageSize::Size4K,
                     M2 => PageSize::Size2M,
                     _ => PageSize::Size1G,
                 };
-                let r = c.map(VirtAddr::from(va as usize), PhysAddr::from(pa as usize), ps, flags);
-                let conflict = self.model.overlapping(va, size).next().is_some();
+                let r = c.map(
+                    VirtAddr::from(va as usize),
+                    PhysAddr::from(pa as usize),
+                    ps,
+                    flags,
+                );
+                let conflict = model.overlapping(va, size).next().is_some();
                 match r {
-                    Ok(()) => self.model.map(va, pa, size, flags).unwrap(),
-                    Err(E::AlreadyMapped | E::MappedToHugePage) => assert!(conflict, "map {va:#x}: false conflict"),
+                    Ok(()) => model.map(va, pa, size, flags).unwrap(),
+                    Err(E::AlreadyMapped | E::MappedToHugePage) => {
+                        assert!(conflict, "map {va:#x}: false conflict")
+                    }
                     Err(E::NoMemory) => {}
                     Err(e) => panic!("map {va:#x} {size:#x}: {e:?}"),
                 }
             }
             2 => {
-                let len = self.rng.range(1, 1200) * K4;
-                let va = self.va(K4);
-                let flags = self.flags();
-                let huge = self.rng.coin();
+                let (va, len) = g.range(1200);
+                let flags = g.flags();
+                let huge = g.rng.coin();
                 // Physical addresses follow virtual ones at a 1 GiB-aligned offset, so huge
                 // pages fit.
-                let delta = (self.pa(G1) as i64).wrapping_sub((va & !(G1 - 1)) as i64);
+                let delta = (g.pa(G1) as i64).wrapping_sub((va & !(G1 - 1)) as i64);
                 let r = c.map_region(
                     VirtAddr::from(va as usize),
-                    |v| PhysAddr::from((v.as_usize() as u64).wrapping_add(delta as u64) as usize & ((1 << 40) - 1)),
+                    |v| {
+                        PhysAddr::from(
+                            (v.as_usize() as u64).wrapping_add(delta as u64) as usize
+                                & ((1 << 40) - 1),
+                        )
+                    },
                     len as usize,
                     flags,
                     huge,
                 );
-                let conflict = self.model.overlapping(va, len).next().is_some();
+                let conflict = model.overlapping(va, len).next().is_some();
                 match r {
                     Ok(()) => {
                         assert!(!conflict, "map_region over existing leaves succeeded");
                         let mut v = va;
                         while v < va + len {
                             let pa = v.wrapping_add(delta as u64) & ((1 << 40) - 1);
-                            let size = self
+                            let size = g
                                 .sizes
                                 .iter()
                                 .rev()
                                 .copied()
                                 .find(|&s| huge && v % s == 0 && pa % s == 0 && va + len - v >= s)
                                 .unwrap_or(K4);
-                            self.model.map(v, pa, size, flags).unwrap();
+                            model.map(v, pa, size, flags).unwrap();
                             v += size;
                         }
                     }
@@ -301,9 +390,9 @@ impl<T: Format> Harness<T> {
                 }
             }
             3 => {
-                let va = self.va(K4) + self.rng.below(K4);
+                let va = g.va(K4) + g.rng.below(K4);
                 let r = c.unmap(VirtAddr::from(va as usize));
-                let leaf = self.model.unmap_leaf(va);
+                let leaf = model.unmap_leaf(va);
                 match (r, leaf) {
                     (Ok((pa, flags, size)), Some(l)) if l.is_accessible() => {
                         assert_eq!((pa.as_usize() as u64, size as u64), (l.pa, l.size));
@@ -315,23 +404,21 @@ impl<T: Format> Harness<T> {
                 }
             }
             4 => {
-                let len = self.rng.range(1, 1500) * K4;
-                let va = self.va(K4);
+                let (va, len) = g.range(1500);
                 match c.unmap_region(VirtAddr::from(va as usize), len as usize) {
                     Ok(()) => {
-                        self.model.unmap_range(va, len);
+                        model.unmap_range(va, len);
                     }
                     Err(E::NoMemory) => {}
                     Err(e) => panic!("unmap_region: {e:?}"),
                 }
             }
             5 => {
-                let len = self.rng.range(1, 1500) * K4;
-                let va = self.va(K4);
-                let flags = self.flags();
+                let (va, len) = g.range(1500);
+                let flags = g.flags();
                 match c.protect_region(VirtAddr::from(va as usize), len as usize, flags) {
                     Ok(()) => {
-                        self.model.protect_range(va, len, flags);
+                        model.protect_range(va, len, flags);
                     }
                     Err(E::NoMemory) => {}
                     Err(e) => panic!("protect_region: {e:?}"),
@@ -339,44 +426,54 @@ impl<T: Format> Harness<T> {
             }
             6 => {
                 // Remap an existing leaf most of the time.
-                let va = match self.model.leaves().nth(self.rng.below(self.model.len() as u64 + 1) as usize) {
-                    Some(l) if self.rng.chance(3, 4) => l.va + self.rng.below(l.size) / K4 * K4,
-                    _ => self.va(K4),
+                let va = match model
+                    .leaves()
+                    .nth(g.rng.below(model.len() as u64 + 1) as usize)
+                {
+                    Some(l) if g.rng.chance(3, 4) => l.va + g.rng.below(l.size) / K4 * K4,
+                    _ => g.va(K4),
                 };
-                let size = self.model.leaf_at(va).map_or(K4, |l| l.size);
-                let (pa, flags) = (self.pa(size), self.flags());
-                let r = c.remap(VirtAddr::from(va as usize), PhysAddr::from(pa as usize), flags);
-                match (r, self.model.remap_leaf(va, pa, flags)) {
+                let size = model.leaf_at(va).map_or(K4, |l| l.size);
+                let (pa, flags) = (g.pa(size), g.flags());
+                let r = c.remap(
+                    VirtAddr::from(va as usize),
+                    PhysAddr::from(pa as usize),
+                    flags,
+                );
+                match (r, model.remap_leaf(va, pa, flags)) {
                     (Ok(s), Some(size)) => assert_eq!(s as u64, size),
                     (Err(E::NotMapped), None) => {}
                     (r, m) => panic!("remap {va:#x}: {r:?} vs model {m:?}"),
                 }
             }
             7 => {
-                let va = match self.model.leaves().nth(self.rng.below(self.model.len() as u64 + 1) as usize) {
-                    Some(l) => l.va + self.rng.below(l.size) / K4 * K4,
-                    None => self.va(K4),
+                let va = match model
+                    .leaves()
+                    .nth(g.rng.below(model.len() as u64 + 1) as usize)
+                {
+                    Some(l) => l.va + g.rng.below(l.size) / K4 * K4,
+                    None => g.va(K4),
                 };
-                let flags = self.flags();
+                let flags = g.flags();
                 let r = c.protect(VirtAddr::from(va as usize), flags);
-                match (r, self.model.protect_leaf(va, flags)) {
+                match (r, model.protect_leaf(va, flags)) {
                     (Ok(s), Some(size)) => assert_eq!(s as u64, size),
                     (Err(E::NotMapped), None) => {}
                     (r, m) => panic!("protect {va:#x}: {r:?} vs model {m:?}"),
                 }
             }
             _ => {
-                let va = self.va(K4) + self.rng.below(K4);
-                let expected = self.model.query(va).map(|(pa, f, s)| (pa, T::expected_flags(f), s));
+                let va = g.va(K4) + g.rng.below(K4);
+                let expected = model
+                    .query(va)
+                    .map(|(pa, f, s)| (pa, T::expected_flags(f), s));
                 let got = c.query(VirtAddr::from(va as usize)).ok();
                 let got = got.map(|(pa, f, s)| (pa.as_usize() as u64, f, s as u64));
                 assert_eq!(got, expected, "query {va:#x}");
             }
         }
-        let failed = alloc::set_fail_at(None);
-        let _ = failed;
+        alloc::set_fail_at(None);
         drop(c);
-        let _ = before;
         self.check();
     }
 
@@ -387,14 +484,26 @@ impl<T: Format> Harness<T> {
         let got: Vec<_> = self
             .table
             .mappings()
-            .map(|m| (m.vaddr as u64 & mask, m.paddr.as_usize() as u64, m.size as u64, m.present, m.flags))
+            .map(|m| {
+                (
+                    m.vaddr as u64 & mask,
+                    m.paddr.as_usize() as u64,
+                    m.size as u64,
+                    m.present,
+                    m.flags,
+                )
+            })
             .collect();
         let want: Vec<_> = self
             .model
             .leaves()
             .map(|l| {
                 let present = l.is_accessible();
-                let flags = if present { T::expected_flags(l.flags) } else { F::empty() };
+                let flags = if present {
+                    T::expected_flags(l.flags)
+                } else {
+                    F::empty()
+                };
                 (l.va & mask, l.pa, l.size, present, flags)
             })
             .collect();
@@ -406,27 +515,47 @@ impl<T: Format> Harness<T> {
         }
         let levels = T::M::LEVELS;
         let root_frames = PageTable64::<T::M, T::PTE, SimHandler>::GEOMETRY.root_frames;
-        assert_eq!(self.table.table_frames(), self.model.min_table_frames(levels, root_frames), "tables");
-        assert_eq!(alloc::live_frames(), self.table.table_frames(), "live frames");
+        assert_eq!(
+            self.table.table_frames(),
+            self.model.min_table_frames(levels, root_frames),
+            "tables"
+        );
+        assert_eq!(
+            alloc::live_frames(),
+            self.table.table_frames(),
+            "live frames"
+        );
 
         // The walker: a sample of leaves, at their first and last byte, every access.
+        if !T::walker_applies() {
+            return;
+        }
         let cfg = T::walker();
         let root = self.table.root_paddr().as_usize() as u64;
         let leaves: Vec<_> = self.model.leaves().cloned().collect();
         for _ in 0..leaves.len().min(24) {
-            let l = &leaves[self.rng.below(leaves.len() as u64) as usize];
-            for va in [l.va, l.va + l.size - 8, l.va + self.rng.below(l.size / 8) * 8] {
+            let l = &leaves[self.g.rng.below(leaves.len() as u64) as usize];
+            for va in [
+                l.va,
+                l.va + (l.size - 8),
+                l.va + self.g.rng.below(l.size / 8) * 8,
+            ] {
                 for a in ACCESSES {
                     let out = walker::translate(&mem::read_u64, root, va, a, &cfg);
                     if !l.is_accessible() {
-                        assert_eq!(out.map_err(|f| f.kind), Err(FaultKind::NotMapped), "reservation {va:#x}");
+                        assert_eq!(
+                            out.map_err(|f| f.kind),
+                            Err(FaultKind::NotMapped),
+                            "reservation {va:#x}"
+                        );
                         continue;
                     }
                     if T::allows(l.flags, a) {
-                        let t = out.unwrap_or_else(|f| panic!("{va:#x} {a:?} flags {:?}: {f:?}", l.flags));
+                        let t = out
+                            .unwrap_or_else(|f| panic!("{va:#x} {a:?} flags {:?}: {f:?}", l.flags));
                         assert_eq!(t.pa, l.pa + (va - l.va), "walker pa at {va:#x}");
                         assert_eq!(t.page_size, l.size);
-                        if T::check_mem_type() {
+                        {
                             let mem = if l.flags.contains(F::DEVICE) {
                                 MemType::Device
                             } else if l.flags.contains(F::UNCACHED) {
@@ -449,10 +578,14 @@ impl<T: Format> Harness<T> {
         }
         // Random holes fault as not mapped.
         for _ in 0..8 {
-            let va = self.va(8);
+            let va = self.g.va(8);
             if self.model.leaf_at(va).is_none() {
                 let out = walker::translate(&mem::read_u64, root, va, Access::READ, &cfg);
-                assert_eq!(out.map_err(|f| f.kind), Err(FaultKind::NotMapped), "hole {va:#x}");
+                assert_eq!(
+                    out.map_err(|f| f.kind),
+                    Err(FaultKind::NotMapped),
+                    "hole {va:#x}"
+                );
             }
         }
     }
@@ -487,6 +620,11 @@ fn x86_64_5_level() {
 #[test]
 fn aarch64_4_level() {
     seeds().for_each(|s| run::<A64>(s, STEPS));
+}
+
+#[test]
+fn aarch64_el2_4_level() {
+    seeds().for_each(|s| run::<A64El2>(s, STEPS));
 }
 
 #[test]

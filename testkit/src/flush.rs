@@ -116,6 +116,7 @@ impl<M: PagingMetaData> PagingMetaData for Recording<M> {
     const MAX_PAGE_SIZE: PageSize = M::MAX_PAGE_SIZE;
     const FLUSH_THRESHOLD: usize = M::FLUSH_THRESHOLD;
     const FLUSH_BY_VA_COVERS_TABLES: bool = M::FLUSH_BY_VA_COVERS_TABLES;
+    const BREAK_BEFORE_MAKE: bool = M::BREAK_BEFORE_MAKE;
 
     type VirtAddr = M::VirtAddr;
 

@@ -51,3 +51,8 @@ pub fn reset_with(size: u64) {
     alloc::reset();
     flush::reset();
 }
+
+/// The examples of the repository's README, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

@@ -114,6 +114,7 @@ impl DescriptorAttr {
 
     /// The AttrIndx field for `idx`, with inner-shareable SH for the Normal types, leaving
     /// every other field empty.
+    #[inline]
     pub const fn from_mem_attr(idx: MemAttr) -> Self {
         let mut bits = (idx as u64) << Self::ATTR_INDX_SHIFT;
         if matches!(idx, MemAttr::Normal | MemAttr::NormalNonCacheable) {
@@ -123,6 +124,7 @@ impl DescriptorAttr {
     }
 
     /// The memory attribute selected by the AttrIndx field, if it is one this crate uses.
+    #[inline]
     pub const fn mem_attr(&self) -> Option<MemAttr> {
         match (self.bits() & Self::ATTR_INDX.bits()) >> Self::ATTR_INDX_SHIFT {
             0 => Some(MemAttr::Device),
@@ -247,6 +249,7 @@ fn decode<R: Regime>(attr: DescriptorAttr) -> MappingFlags {
 impl From<DescriptorAttr> for MappingFlags {
     /// Decodes a descriptor in the regime of [`A64PTE`] (EL1&0, or EL2 with the `arm-el2`
     /// feature).
+    #[inline]
     fn from(attr: DescriptorAttr) -> Self {
         decode::<DefaultRegime>(attr)
     }
@@ -255,6 +258,7 @@ impl From<DescriptorAttr> for MappingFlags {
 impl From<MappingFlags> for DescriptorAttr {
     /// Encodes the permissions and memory type of a present leaf in the regime of [`A64PTE`]
     /// (EL1&0, or EL2 with the `arm-el2` feature), without `AF` and `NON_BLOCK`.
+    #[inline]
     fn from(flags: MappingFlags) -> Self {
         encode::<DefaultRegime>(flags)
     }
@@ -279,6 +283,7 @@ pub type A64PTE = A64PTEEl1;
 pub type A64PTE = A64PTEEl2;
 
 impl<R> Clone for A64PTEOf<R> {
+    #[inline]
     fn clone(&self) -> Self {
         *self
     }
@@ -305,11 +310,13 @@ impl<R> A64PTEOf<R> {
         .bits();
 
     /// An unused (all zero) entry.
+    #[inline]
     pub const fn empty() -> Self {
         Self(0, PhantomData)
     }
 
     /// An entry with the raw value `bits`.
+    #[inline]
     pub const fn from_raw(bits: u64) -> Self {
         Self(bits, PhantomData)
     }
@@ -317,6 +324,7 @@ impl<R> A64PTEOf<R> {
 
 impl<R: Regime> A64PTEOf<R> {
     /// Every bit of a leaf but the address and the bits kept by `set_flags`.
+    #[inline]
     fn leaf_bits(flags: MappingFlags, is_huge: bool) -> u64 {
         let mut bits = if flags.is_accessible() {
             encode::<R>(flags).bits() | DescriptorAttr::AF.bits()
@@ -331,54 +339,66 @@ impl<R: Regime> A64PTEOf<R> {
 }
 
 impl<R: Regime> GenericPTE for A64PTEOf<R> {
+    #[inline]
     fn new_page(paddr: PhysAddr, flags: MappingFlags, is_huge: bool) -> Self {
         let addr = paddr.as_usize() as u64 & Self::PHYS_ADDR_MASK;
         Self::from_raw(Self::leaf_bits(flags, is_huge) | addr)
     }
 
+    #[inline]
     fn new_table(paddr: PhysAddr) -> Self {
         let attr = DescriptorAttr::VALID | DescriptorAttr::NON_BLOCK;
         Self::from_raw(attr.bits() | (paddr.as_usize() as u64 & Self::PHYS_ADDR_MASK))
     }
 
+    #[inline]
     fn paddr(&self) -> PhysAddr {
         PhysAddr::from((self.0 & Self::PHYS_ADDR_MASK) as usize)
     }
 
+    #[inline]
     fn flags(&self) -> MappingFlags {
         decode::<R>(DescriptorAttr::from_bits_retain(self.0))
     }
 
+    #[inline]
     fn set_paddr(&mut self, paddr: PhysAddr) {
         self.0 = (self.0 & !Self::PHYS_ADDR_MASK) | (paddr.as_usize() as u64 & Self::PHYS_ADDR_MASK)
     }
 
+    #[inline]
     fn set_flags(&mut self, flags: MappingFlags, is_huge: bool) {
         // nG is kept (a non-global kernel mapping stays non-global), but a user mapping of
         // the EL1&0 regime always gets it from `leaf_bits`.
         self.0 = (self.0 & !Self::FLAGS_MASK) | Self::leaf_bits(flags, is_huge);
     }
 
+    #[inline]
     fn bits(self) -> usize {
         self.0 as usize
     }
 
+    #[inline]
     fn is_unused(&self) -> bool {
         self.0 == 0
     }
 
+    #[inline]
     fn is_present(&self) -> bool {
         self.0 & DescriptorAttr::VALID.bits() != 0
     }
 
+    #[inline]
     fn is_huge(&self) -> bool {
         self.0 != 0 && self.0 & DescriptorAttr::NON_BLOCK.bits() == 0
     }
 
+    #[inline]
     fn clear(&mut self) {
         self.0 = 0
     }
 
+    #[inline]
     fn effective_flags(flags: MappingFlags) -> MappingFlags {
         if !flags.is_accessible() {
             return MappingFlags::empty();
@@ -399,6 +419,7 @@ impl<R: Regime> GenericPTE for A64PTEOf<R> {
 }
 
 impl<R: Regime> fmt::Debug for A64PTEOf<R> {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(R::NAME)
             .field("raw", &format_args!("{:#x}", self.0))

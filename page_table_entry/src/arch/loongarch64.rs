@@ -71,6 +71,7 @@ const PROT_NONE: u64 = 1 << 10;
 
 impl From<PTEFlags> for MappingFlags {
     /// Decodes the permissions and memory type of a leaf (empty if not present).
+    #[inline]
     fn from(f: PTEFlags) -> Self {
         if !f.contains(PTEFlags::P) {
             return Self::empty();
@@ -101,6 +102,7 @@ impl From<MappingFlags> for PTEFlags {
     /// Encodes a present leaf (without `GH`).
     ///
     /// Flags without any access permission give the empty set (not present).
+    #[inline]
     fn from(f: MappingFlags) -> Self {
         if !f.is_accessible() {
             return Self::empty();
@@ -153,16 +155,19 @@ impl LA64PTE {
         | PROT_NONE;
 
     /// An unused (all zero) entry.
+    #[inline]
     pub const fn empty() -> Self {
         Self(0)
     }
 
     /// An entry with the raw value `bits`.
+    #[inline]
     pub const fn from_raw(bits: u64) -> Self {
         Self(bits)
     }
 
     /// The address field: bits 12-47, without bit 12 (`HG`) if `huge`.
+    #[inline]
     const fn addr_mask(huge: bool) -> u64 {
         if huge {
             Self::PHYS_ADDR_MASK & !PTEFlags::G.bits()
@@ -171,11 +176,13 @@ impl LA64PTE {
         }
     }
 
+    #[inline]
     const fn has_gh(&self) -> bool {
         self.0 & PTEFlags::GH.bits() != 0
     }
 
     /// Every bit of a leaf but the address and the bits kept by `set_flags`.
+    #[inline]
     fn leaf_bits(flags: MappingFlags, is_huge: bool) -> u64 {
         let mut bits = if flags.is_accessible() {
             PTEFlags::from(flags).bits()
@@ -190,53 +197,65 @@ impl LA64PTE {
 }
 
 impl GenericPTE for LA64PTE {
+    #[inline]
     fn new_page(paddr: PhysAddr, flags: MappingFlags, is_huge: bool) -> Self {
         let addr = paddr.as_usize() as u64 & Self::addr_mask(is_huge);
         Self(Self::leaf_bits(flags, is_huge) | addr)
     }
 
+    #[inline]
     fn new_table(paddr: PhysAddr) -> Self {
         Self(paddr.as_usize() as u64 & Self::PHYS_ADDR_MASK)
     }
 
+    #[inline]
     fn paddr(&self) -> PhysAddr {
         PhysAddr::from((self.0 & Self::addr_mask(self.has_gh())) as usize)
     }
 
+    #[inline]
     fn flags(&self) -> MappingFlags {
         PTEFlags::from_bits_retain(self.0).into()
     }
 
+    #[inline]
     fn set_paddr(&mut self, paddr: PhysAddr) {
         let mask = Self::addr_mask(self.has_gh());
         self.0 = (self.0 & !mask) | (paddr.as_usize() as u64 & mask);
     }
 
+    #[inline]
     fn set_flags(&mut self, flags: MappingFlags, is_huge: bool) {
         self.0 = (self.0 & !Self::FLAGS_MASK) | Self::leaf_bits(flags, is_huge);
     }
 
+    #[inline]
     fn bits(self) -> usize {
         self.0 as usize
     }
 
+    #[inline]
     fn is_unused(&self) -> bool {
         self.0 == 0
     }
 
+    #[inline]
     fn is_present(&self) -> bool {
         // A leaf is present with P; a directory entry is a bare table address.
         self.0 & PTEFlags::P.bits() != 0 || (self.0 != 0 && self.0 & !Self::PHYS_ADDR_MASK == 0)
     }
 
+    #[inline]
     fn is_huge(&self) -> bool {
         self.has_gh()
     }
 
+    #[inline]
     fn clear(&mut self) {
         self.0 = 0
     }
 
+    #[inline]
     fn effective_flags(flags: MappingFlags) -> MappingFlags {
         if !flags.is_accessible() {
             return MappingFlags::empty();
@@ -258,6 +277,7 @@ impl GenericPTE for LA64PTE {
 }
 
 impl fmt::Debug for LA64PTE {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LA64PTE")
             .field("raw", &format_args!("{:#x}", self.0))

@@ -129,6 +129,7 @@ fn mem_type_flags(bits: u64) -> MappingFlags {
 
 impl From<PTEFlags> for MappingFlags {
     /// Decodes the permissions and memory type of a leaf (empty if not valid).
+    #[inline]
     fn from(f: PTEFlags) -> Self {
         if !f.contains(PTEFlags::V) {
             return Self::empty();
@@ -154,6 +155,7 @@ impl From<MappingFlags> for PTEFlags {
     /// Encodes a present leaf: `V | A | D`, the permissions and the memory type.
     ///
     /// Flags without any access permission give the empty set (not valid).
+    #[inline]
     fn from(f: MappingFlags) -> Self {
         if !f.is_accessible() {
             return Self::empty();
@@ -194,20 +196,24 @@ impl Rv64PTE {
         | MEM_TYPE_MASK;
 
     /// An unused (all zero) entry.
+    #[inline]
     pub const fn empty() -> Self {
         Self(0)
     }
 
     /// An entry with the raw value `bits`.
+    #[inline]
     pub const fn from_raw(bits: u64) -> Self {
         Self(bits)
     }
 
+    #[inline]
     const fn ppn_bits(paddr: PhysAddr) -> u64 {
         (paddr.as_usize() as u64 >> 2) & Self::PPN_MASK
     }
 
     /// Every bit of a leaf but the PPN.
+    #[inline]
     fn leaf_bits(flags: MappingFlags) -> u64 {
         if flags.is_accessible() {
             PTEFlags::from(flags).bits() as u64
@@ -216,48 +222,59 @@ impl Rv64PTE {
         }
     }
 
+    #[inline]
     const fn is_valid(&self) -> bool {
         self.0 & PTEFlags::V.bits() as u64 != 0
     }
 }
 
 impl GenericPTE for Rv64PTE {
+    #[inline]
     fn new_page(paddr: PhysAddr, flags: MappingFlags, _is_huge: bool) -> Self {
         Self(Self::leaf_bits(flags) | Self::ppn_bits(paddr))
     }
 
+    #[inline]
     fn new_table(paddr: PhysAddr) -> Self {
         Self(PTEFlags::V.bits() as u64 | Self::ppn_bits(paddr))
     }
 
+    #[inline]
     fn paddr(&self) -> PhysAddr {
         PhysAddr::from(((self.0 & Self::PPN_MASK) << 2) as usize)
     }
 
+    #[inline]
     fn flags(&self) -> MappingFlags {
         PTEFlags::from_bits_retain(self.0 as usize).into()
     }
 
+    #[inline]
     fn set_paddr(&mut self, paddr: PhysAddr) {
         self.0 = (self.0 & !Self::PPN_MASK) | Self::ppn_bits(paddr);
     }
 
+    #[inline]
     fn set_flags(&mut self, flags: MappingFlags, _is_huge: bool) {
         self.0 = (self.0 & !Self::FLAGS_MASK) | Self::leaf_bits(flags);
     }
 
+    #[inline]
     fn bits(self) -> usize {
         self.0 as usize
     }
 
+    #[inline]
     fn is_unused(&self) -> bool {
         self.0 == 0
     }
 
+    #[inline]
     fn is_present(&self) -> bool {
         self.is_valid()
     }
 
+    #[inline]
     fn is_huge(&self) -> bool {
         if self.is_valid() {
             self.0 & Self::RWX != 0
@@ -266,10 +283,12 @@ impl GenericPTE for Rv64PTE {
         }
     }
 
+    #[inline]
     fn clear(&mut self) {
         self.0 = 0
     }
 
+    #[inline]
     fn effective_flags(flags: MappingFlags) -> MappingFlags {
         if !flags.is_accessible() {
             return MappingFlags::empty();
@@ -285,6 +304,7 @@ impl GenericPTE for Rv64PTE {
 }
 
 impl fmt::Debug for Rv64PTE {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rv64PTE")
             .field("raw", &format_args!("{:#x}", self.0))

@@ -81,6 +81,7 @@ bitflags::bitflags! {
 
 impl From<PTF> for MappingFlags {
     /// Decodes the permissions and memory type of a leaf entry (empty if not present).
+    #[inline]
     fn from(f: PTF) -> Self {
         if !f.contains(PTF::PRESENT) {
             return Self::empty();
@@ -110,6 +111,7 @@ impl From<MappingFlags> for PTF {
     /// Encodes the permissions and memory type of a present leaf (without `HUGE_PAGE`).
     ///
     /// Flags without any access permission give the empty set (not present).
+    #[inline]
     fn from(f: MappingFlags) -> Self {
         if !f.is_accessible() {
             return Self::empty();
@@ -157,16 +159,19 @@ impl X64PTE {
         .bits();
 
     /// An unused (all zero) entry.
+    #[inline]
     pub const fn empty() -> Self {
         Self(0)
     }
 
     /// An entry with the raw value `bits`.
+    #[inline]
     pub const fn from_raw(bits: u64) -> Self {
         Self(bits)
     }
 
     /// The address field of an entry: bits 12-51, without bit 12 if `huge`.
+    #[inline]
     const fn addr_mask(huge: bool) -> u64 {
         if huge {
             Self::PHYS_ADDR_MASK & !Self::HUGE_PAT
@@ -176,6 +181,7 @@ impl X64PTE {
     }
 
     /// The permission, memory-type, present, huge and marker bits for a leaf.
+    #[inline]
     fn leaf_bits(flags: MappingFlags, is_huge: bool) -> u64 {
         let mut bits = if flags.is_accessible() {
             PTF::from(flags).bits()
@@ -188,35 +194,42 @@ impl X64PTE {
         bits
     }
 
+    #[inline]
     const fn has_ps(&self) -> bool {
         self.0 & PTF::HUGE_PAGE.bits() != 0
     }
 }
 
 impl GenericPTE for X64PTE {
+    #[inline]
     fn new_page(paddr: PhysAddr, flags: MappingFlags, is_huge: bool) -> Self {
         let addr = paddr.as_usize() as u64 & Self::addr_mask(is_huge);
         Self(Self::leaf_bits(flags, is_huge) | addr)
     }
 
+    #[inline]
     fn new_table(paddr: PhysAddr) -> Self {
         let flags = PTF::PRESENT | PTF::WRITABLE | PTF::USER_ACCESSIBLE;
         Self(flags.bits() | (paddr.as_usize() as u64 & Self::PHYS_ADDR_MASK))
     }
 
+    #[inline]
     fn paddr(&self) -> PhysAddr {
         PhysAddr::from((self.0 & Self::addr_mask(self.has_ps())) as usize)
     }
 
+    #[inline]
     fn flags(&self) -> MappingFlags {
         PTF::from_bits_retain(self.0).into()
     }
 
+    #[inline]
     fn set_paddr(&mut self, paddr: PhysAddr) {
         let mask = Self::addr_mask(self.has_ps());
         self.0 = (self.0 & !mask) | (paddr.as_usize() as u64 & mask);
     }
 
+    #[inline]
     fn set_flags(&mut self, flags: MappingFlags, is_huge: bool) {
         let mut keep = !Self::FLAGS_MASK;
         if is_huge || self.has_ps() {
@@ -226,26 +239,32 @@ impl GenericPTE for X64PTE {
         self.0 = (self.0 & keep) | Self::leaf_bits(flags, is_huge);
     }
 
+    #[inline]
     fn bits(self) -> usize {
         self.0 as usize
     }
 
+    #[inline]
     fn is_unused(&self) -> bool {
         self.0 == 0
     }
 
+    #[inline]
     fn is_present(&self) -> bool {
         self.0 & PTF::PRESENT.bits() != 0
     }
 
+    #[inline]
     fn is_huge(&self) -> bool {
         self.has_ps()
     }
 
+    #[inline]
     fn clear(&mut self) {
         self.0 = 0
     }
 
+    #[inline]
     fn effective_flags(flags: MappingFlags) -> MappingFlags {
         if !flags.is_accessible() {
             return MappingFlags::empty();
@@ -264,6 +283,7 @@ impl GenericPTE for X64PTE {
 }
 
 impl fmt::Debug for X64PTE {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("X64PTE")
             .field("raw", &format_args!("{:#x}", self.0))
