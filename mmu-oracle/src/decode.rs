@@ -1,36 +1,23 @@
 //! Per-architecture decoding of the guests' raw records into normalised outcomes.
 
-use crate::layout::{self, status};
+use crate::layout::status;
 use crate::runner::Record;
 use crate::{Access, Arch, Config, FaultKind, Outcome, Probe};
 
-/// The contents of physical page 0, when RAM starts there.
-///
-/// x86: tags (junk). LoongArch: every word is a valid, writable, PLV3 PTE of the poison
-/// frame at [`LA_POISON`]: the LoongArch walker has no valid bit in directory entries and
-/// reads physical page 0 through a zero directory entry, so a table that leaves such an
-/// entry reachable translates to the poison frame instead of faulting.
+/// The contents of physical page 0 on LoongArch: every word is [`LA_PAGE0_WORD`], which reads both as a
+/// directory entry pointing back at page 0 and as a valid, writable PLV3 leaf mapping
+/// page 0. The LoongArch walk has no valid bit in directory entries and walks physical
+/// page 0 through a zero directory entry, so with this page a table that leaves such an
+/// entry reachable translates (to page 0) instead of faulting, at any level.
 pub(crate) fn page0(config: &Config) -> Vec<u8> {
-    let arch = config.arch();
+    debug_assert_eq!(config.arch(), Arch::LoongArch64);
     (0..0x1000u64 / 8)
-        .flat_map(|i| {
-            let w = match arch {
-                Arch::LoongArch64 => la_poison_pte(),
-                _ => layout::tag(arch, i * 8),
-            };
-            w.to_le_bytes()
-        })
+        .flat_map(|_| LA_PAGE0_WORD.to_le_bytes())
         .collect()
 }
 
-/// LoongArch: the physical frame the page-0 poison PTEs point to (a tagged data frame at
-/// the end of the image's data region).
-pub const LA_POISON: u64 = 0x0100_0000 + layout::RESULTS - 0x1000;
-
-/// V | D | PLV3 | MAT=CC | P | W, mapping [`LA_POISON`].
-const fn la_poison_pte() -> u64 {
-    LA_POISON | 1 | 1 << 1 | 3 << 2 | 1 << 4 | 1 << 7 | 1 << 8
-}
+/// LoongArch page-0 poison: address 0 with V | D | PLV3 | MAT=CC | P | W.
+pub const LA_PAGE0_WORD: u64 = 1 | 1 << 1 | 3 << 2 | 1 << 4 | 1 << 7 | 1 << 8;
 
 fn va_word(p: &Probe) -> u64 {
     p.va & !7

@@ -140,14 +140,15 @@ impl Layout {
                 text_base: 0x8000_0000,
                 huge_1g: 0xC000_0000,
             },
-            // QEMU's LoongArch `virt` puts the first 256 MiB of RAM at PA 0 and the rest at
-            // 0x9000_0000; the RAM file is only the low part, so there is no 1 GiB region
-            // backed by the file. `huge_1g` is PA 0 (the poisoned page 0 and low RAM).
+            // QEMU's LoongArch `virt` puts the first 256 MiB of RAM at PA 0 (and any more at
+            // 0x9000_0000); the RAM file is only that low part, so no whole GiB is backed by
+            // the file: `huge_1g` is PA 0, and 1 GiB pages can be probed only where they
+            // reach the image window. The guest runs in the DMW0 window (segment 0x9).
             Arch::LoongArch64 => Self {
                 ram_base: 0,
                 ram_size: 0x1000_0000,
                 img_base: 0x0100_0000,
-                text_base: 0x0020_0000,
+                text_base: 0x9000_0000_0020_0000,
                 huge_1g: 0,
             },
         }

@@ -175,13 +175,16 @@ impl Config {
         }
     }
 
-    /// Whether `va` is canonical for this walk: bits above `va_bits` equal to the top
-    /// translated bit (AArch64 TTBR0: all zero).
+    /// Whether the hardware translates `va` rather than raising an address error: bits above
+    /// `va_bits` equal to the top translated bit (x86, RISC-V); below 2^48 (AArch64 TTBR0);
+    /// bits 63:48 all equal (LoongArch, where bit 47 only selects PGDL or PGDH, both of
+    /// which hold the root under test).
     pub const fn is_canonical(&self, va: u64) -> bool {
         let bits = self.va_bits();
         let top = va >> (bits - 1);
         match self {
             Config::Aarch64 { .. } => va >> bits == 0,
+            Config::LoongArch64 => matches!(va >> 48, 0 | 0xFFFF),
             _ => top == 0 || top == u64::MAX >> (bits - 1),
         }
     }

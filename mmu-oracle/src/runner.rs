@@ -21,7 +21,7 @@ pub struct Record {
     /// x86 `[vector, error code, CR2, RIP]`;
     /// AArch64 `[ESR_EL1, FAR_EL1, ELR_EL1, PAR_EL1 after AT]`;
     /// RISC-V `[mcause, mtval, mepc, permissive-load status]`;
-    /// LoongArch `[ESTAT, BADV, ERA, 0]`.
+    /// LoongArch `[ESTAT, BADV, ERA, PA from the TLB after a store whose pre-load faulted]`.
     pub info: [u64; 4],
     /// Stores only: status of the load of the same word made first (2: none made).
     pub pre_status: u64,
@@ -303,8 +303,12 @@ impl Image {
             ram.write_all_at(bytes, pa - layout.ram_base)
                 .map_err(|e| OracleError::io("write the RAM file", e))
         };
-        if layout.ram_base == 0 {
-            write(0, &decode::page0(config))?;
+        // Physical page 0 (LoongArch only: on x86 it is the firmware's). QEMU clears low
+        // RAM while it boots, so the page goes in through a loader device, applied at reset.
+        let page0 = scratch.0.join("page0.bin");
+        if arch == Arch::LoongArch64 {
+            std::fs::write(&page0, decode::page0(config))
+                .map_err(|e| OracleError::io("write page0.bin", e))?;
         }
         let huge = layout.huge_1g;
         let huge_ok = huge != 0 && huge + (1 << 30) <= layout.ram_base + layout.ram_size;
@@ -324,6 +328,14 @@ impl Image {
         let start = Instant::now();
         let mut child = Command::new(&qemu)
             .args(qemu_args(config, &ram_path, &elf, &layout))
+            .args(if arch == Arch::LoongArch64 {
+                vec![
+                    "-device".to_string(),
+                    format!("loader,file={},addr=0,force-raw=on", page0.display()),
+                ]
+            } else {
+                vec![]
+            })
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -398,6 +410,10 @@ impl Image {
             let from_value = |v: u64, word_pa: &[Option<u64>]| match layout::untag(arch, v) {
                 Word::Tag(pa) => Some(pa),
                 Word::Marker(j) => word_pa.get(j as usize).copied().flatten(),
+                // The LoongArch page-0 poison is at physical page 0.
+                Word::Other if arch == Arch::LoongArch64 && v == decode::LA_PAGE0_WORD => {
+                    Some(p.va & 0xFF8)
+                }
                 Word::Other => None,
             };
             let wpa = if r.status != status::OK {
@@ -407,6 +423,10 @@ impl Image {
                     crate::Access::Load => from_value(r.value, &word_pa),
                     crate::Access::Store if r.pre_status == status::OK => {
                         from_value(r.pre_value, &word_pa)
+                    }
+                    // LoongArch reads the address back from the TLB.
+                    crate::Access::Store if arch == Arch::LoongArch64 && r.info[3] != u64::MAX => {
+                        Some(r.info[3] & !7)
                     }
                     crate::Access::Store => scan(i),
                     crate::Access::Exec => None,

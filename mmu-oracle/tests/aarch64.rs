@@ -104,5 +104,5 @@ fn library() {
     common::library_suite::<
         page_table_multiarch::aarch64::A64PagingMetaData,
         page_table_entry::aarch64::A64PTE,
-    >(Config::aarch64(), true);
+    >(Config::aarch64(), true, &common::strict);
 }

@@ -127,7 +127,7 @@ fn library_sv39() {
     common::library_suite::<
         page_table_multiarch::riscv::Sv39MetaData,
         page_table_entry::riscv::Rv64PTE,
-    >(Config::riscv(RiscvMode::Sv39), true);
+    >(Config::riscv(RiscvMode::Sv39), true, &common::strict);
 }
 
 /// Tables built by page_table_multiarch, Sv48.
@@ -139,7 +139,7 @@ fn library_sv48() {
     common::library_suite::<
         page_table_multiarch::riscv::Sv48MetaData,
         page_table_entry::riscv::Rv64PTE,
-    >(Config::riscv(RiscvMode::Sv48), true);
+    >(Config::riscv(RiscvMode::Sv48), true, &common::strict);
 }
 
 /// Tables built by page_table_multiarch, Sv57.
@@ -151,5 +151,5 @@ fn library_sv57() {
     common::library_suite::<
         page_table_multiarch::riscv::Sv57MetaData,
         page_table_entry::riscv::Rv64PTE,
-    >(Config::riscv(RiscvMode::Sv57), true);
+    >(Config::riscv(RiscvMode::Sv57), true, &common::strict);
 }

@@ -85,7 +85,7 @@ fn library_4level() {
     common::library_suite::<
         page_table_multiarch::x86_64::X64PagingMetaData,
         page_table_entry::x86_64::X64PTE,
-    >(Config::x86_64(), true);
+    >(Config::x86_64(), true, &common::strict);
 }
 
 /// Tables built by page_table_multiarch, 5-level (LA57).
@@ -104,5 +104,6 @@ fn library_la57() {
             smap: false,
         },
         true,
+        &common::strict,
     );
 }
