@@ -227,11 +227,24 @@ impl Image {
     /// The image itself is not modified: the guest runs on a copy. The guest does modify
     /// that copy (x86 installs its harness entry in root slot 511; hardware may set
     /// accessed/dirty bits); see [`RunReport::read_u64`].
+    ///
+    /// QEMU is killed (SIGKILL) after `$MMU_ORACLE_TIMEOUT_SECS` seconds (default 10).
     pub fn run(
         &self,
         config: &Config,
         root: u64,
         probes: &[Probe],
+    ) -> Result<RunReport, OracleError> {
+        self.run_with_timeout(config, root, probes, timeout())
+    }
+
+    /// [`run`](Self::run) with an explicit kill timeout.
+    pub fn run_with_timeout(
+        &self,
+        config: &Config,
+        root: u64,
+        probes: &[Probe],
+        limit: Duration,
     ) -> Result<RunReport, OracleError> {
         let arch = self.arch();
         let layout = self.layout();
@@ -341,7 +354,6 @@ impl Image {
             .stderr(err)
             .spawn()
             .map_err(|e| OracleError::io("start QEMU", e))?;
-        let limit = timeout();
         let mut timed_out = false;
         loop {
             match child.try_wait() {

@@ -104,5 +104,11 @@ fn library() {
     common::library_suite::<
         page_table_multiarch::aarch64::A64PagingMetaData,
         page_table_entry::aarch64::A64PTE,
-    >(Config::aarch64(), true, &common::strict);
+    >(
+        Config::Aarch64 {
+            mair: page_table_entry::aarch64::MemAttr::MAIR_VALUE,
+        },
+        true,
+        &common::strict,
+    );
 }

@@ -131,3 +131,42 @@ fn library_zero_directory_entries() {
         lines.join("\n")
     );
 }
+
+/// A guest that hangs (QEMU livelocks on a LoongArch fetch from a non-executable page) is
+/// killed after the timeout and reported with the probe it was running.
+#[test]
+fn hang_is_killed_and_reported() {
+    if !mmu_oracle::available(Arch::LoongArch64) {
+        return;
+    }
+    let img = Image::new(Arch::LoongArch64);
+    let d3 = img.alloc_table();
+    let d2 = img.alloc_table();
+    let d1 = img.alloc_table();
+    let pt = img.alloc_table();
+    let a = img.alloc_data(0x1000, 0x1000);
+    img.write_u64(d3, d2);
+    img.write_u64(d2, d1);
+    img.write_u64(d1, pt);
+    img.write_u64(pt, a | V | MAT_CC | P | NX);
+    let probes = [Probe::load(0), Probe::exec(0), Probe::load(0)];
+    let t = std::time::Instant::now();
+    let err = img
+        .run_with_timeout(
+            &Config::LoongArch64,
+            d3,
+            &probes,
+            std::time::Duration::from_secs(2),
+        )
+        .expect_err("the fetch from an NX page should hang QEMU");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    match err {
+        mmu_oracle::OracleError::Incomplete {
+            probe, timed_out, ..
+        } => {
+            assert!(timed_out);
+            assert_eq!(probe, Some(1));
+        }
+        e => panic!("unexpected error {e}"),
+    }
+}

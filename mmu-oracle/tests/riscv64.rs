@@ -153,3 +153,60 @@ fn library_sv57() {
         page_table_entry::riscv::Rv64PTE,
     >(Config::riscv(RiscvMode::Sv57), true, &common::strict);
 }
+
+/// Tables built by page_table_multiarch, Sv39, on a hart that faults on A=0 / D=0
+/// (Svade) instead of updating them: the library's leaves must carry A and D.
+#[test]
+fn library_sv39_svade() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::riscv::Sv39MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(
+        Config::Riscv64 {
+            mode: RiscvMode::Sv39,
+            ad: mmu_oracle::RiscvAd::Fault,
+            pbmte: true,
+        },
+        true,
+        &common::strict,
+    );
+}
+
+/// The A/D knob: a leaf with A = D = 0 faults under Svade, and gets A (and D on a store)
+/// set by the hardware under Svadu.
+#[test]
+fn raw_accessed_dirty() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    for ad in [mmu_oracle::RiscvAd::Fault, mmu_oracle::RiscvAd::Hardware] {
+        let img = Image::new(Arch::Riscv64);
+        let root = img.alloc_table();
+        let l1 = img.alloc_table();
+        let l0 = img.alloc_table();
+        let a = img.alloc_data(0x1000, 0x1000);
+        img.write_u64(root, pte(l1, V));
+        img.write_u64(l1, pte(l0, V));
+        img.write_u64(l0, pte(a, V | R | W));
+        img.write_u64(l0 + 8, pte(a, V | R | W | A));
+        let config = Config::Riscv64 {
+            mode: RiscvMode::Sv39,
+            ad,
+            pbmte: false,
+        };
+        let probes = [Probe::load(0), Probe::store(0x1008)];
+        let report = img.run(&config, root, &probes).expect("oracle run");
+        if ad == mmu_oracle::RiscvAd::Fault {
+            // A = 0: even the permissive load faults; D = 0 on a store: a permission fault.
+            assert_eq!(report.outcomes, [NM, PERM], "{:x?}", report.records);
+            assert_eq!(report.read_u64(l0), Some(pte(a, V | R | W)));
+        } else {
+            assert_eq!(report.outcomes, [Outcome::ok(a), Outcome::ok(a + 8)]);
+            assert_eq!(report.read_u64(l0), Some(pte(a, V | R | W | A)));
+            assert_eq!(report.read_u64(l0 + 8), Some(pte(a, V | R | W | A | D)));
+        }
+    }
+}

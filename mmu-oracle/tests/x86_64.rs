@@ -107,3 +107,24 @@ fn library_la57() {
         &common::strict,
     );
 }
+
+/// Tables built by page_table_multiarch with CR4.SMEP and CR4.SMAP set: kernel fetches
+/// from and kernel data accesses to user pages fault.
+#[test]
+fn library_smep_smap() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    common::library_suite::<
+        page_table_multiarch::x86_64::X64PagingMetaData,
+        page_table_entry::x86_64::X64PTE,
+    >(
+        Config::X86_64 {
+            la57: false,
+            smep: true,
+            smap: true,
+        },
+        true,
+        &common::strict,
+    );
+}
