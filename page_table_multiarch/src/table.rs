@@ -139,20 +139,19 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
         }
         let geo = Self::GEOMETRY;
         let mut table = table_ptr::<PTE, H>(self.root_paddr);
-        let mut height = geo.root_height();
-        loop {
+        // A loop over constant bounds, which the compiler unrolls per level.
+        for height in (0..geo.levels).rev() {
             // SAFETY: `table` is a live table of this page table at `height`, and the index
             // is within its entry count.
             let pte = unsafe { read(table, geo.index(vaddr, height)) };
             match kind(&pte, height) {
                 Kind::Empty => return Err(PagingError::NotMapped),
                 Kind::Leaf => return Ok((pte, height)),
-                Kind::Table(next) => {
-                    table = table_ptr::<PTE, H>(next);
-                    height -= 1;
-                }
+                Kind::Table(next) => table = table_ptr::<PTE, H>(next),
             }
         }
+        // A table entry at height 0 is classified as a leaf, so the loop always returns.
+        Err(PagingError::NotMapped)
     }
 
     /// Walks the table depth first, calling `pre_func` before and `post_func` after the
