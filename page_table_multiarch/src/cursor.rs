@@ -672,6 +672,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ) -> (usize, Result<(), MapFailure>) {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
+        if height == 0 {
+            return self.map_pages(t, start, end, spec, false);
+        }
         let span = Geometry::span(height);
         let mut added = 0;
         for Chunk {
@@ -705,8 +708,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     }
                     Err(e) => (e, va),
                 },
-                (Kind::Empty, None) => match alloc_table::<M, PTE, H>() {
-                    Ok(child) => match self.map_range(child, height - 1, va, chunk_end, spec) {
+                (Kind::Empty, None) => match alloc_table::<M, PTE, H>(!(whole && height == 1)) {
+                    // A last-level table the range fills entirely is written without being
+                    // zeroed first.
+                    Ok(child) => match if whole && height == 1 {
+                        self.map_pages(table_ptr::<PTE, H>(child), va, chunk_end, spec, true)
+                    } else {
+                        self.map_range(child, height - 1, va, chunk_end, spec)
+                    } {
                         (used, Ok(())) => {
                             // The subtree is complete; publish it with one store.
                             let mut link = PTE::new_table(child);
@@ -742,6 +751,49 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return (added, Err(failure));
         }
         (added, Ok(()))
+    }
+
+    /// `map_range` at the last level: fills consecutive 4 KiB slots of the table `t` in one
+    /// loop, with one entry template and one recorded range.
+    /// `fresh`: the table is new and not zeroed, so its slots are known to be free.
+    fn map_pages<F: Fn(usize) -> PhysAddr>(
+        &mut self,
+        t: *mut PTE,
+        start: usize,
+        end: usize,
+        spec: &MapSpec<F>,
+        fresh: bool,
+    ) -> (usize, Result<(), MapFailure>) {
+        let first = Self::GEO.index(start, 0);
+        let count = (end - start) >> Geometry::shift(0);
+        let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, false);
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < count {
+            let va = start + (done << Geometry::shift(0));
+            // SAFETY: `t` is a live last-level table; `first + done` is below 512 because
+            // `[start, end)` lies inside the table's span.
+            if !fresh && !unsafe { read(t, first + done) }.is_unused() {
+                result = Err((PagingError::AlreadyMapped, va));
+                break;
+            }
+            let pa = (spec.get_paddr)(self.canonical(va));
+            if let Err(e) = Self::check_pa(pa, Geometry::span(0)) {
+                result = Err((e, va));
+                break;
+            }
+            let mut pte = template;
+            pte.set_paddr(pa);
+            // SAFETY: as above.
+            unsafe { write(t, first + done, pte) };
+            done += 1;
+        }
+        if done > 0 {
+            let va = self.canonical(start);
+            self.pending
+                .record_pages(va, done, Geometry::shift(0) as u32);
+        }
+        (done, result)
     }
 
     /// Removes every leaf in `[start, end)` inside the table at `paddr` (height `height`).
@@ -815,6 +867,22 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ) {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
+        if height == 0 {
+            // The last level: one loop over the slots.
+            let first = geo.index(start, 0);
+            for k in 0..(end - start) >> Geometry::shift(0) {
+                // SAFETY: `t` is a live last-level table and `[start, end)` lies inside its
+                // span, so `first + k` is below 512.
+                let mut pte = unsafe { read(t, first + k) };
+                if pte.is_present() {
+                    pte.set_flags(flags, false);
+                    // SAFETY: as above.
+                    unsafe { write(t, first + k, pte) };
+                    self.record(start + (k << Geometry::shift(0)), 0);
+                }
+            }
+            return;
+        }
         for Chunk {
             index,
             va,

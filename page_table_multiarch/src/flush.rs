@@ -184,6 +184,19 @@ impl Pending {
         self.len += 1;
     }
 
+    /// Records that the translations of `count` consecutive pages of `1 << shift` bytes
+    /// from `va` changed.
+    #[inline]
+    pub(crate) fn record_pages(&mut self, va: usize, count: usize, shift: u32) {
+        self.pages += count - 1;
+        self.record(va, shift);
+        if !self.everything && count > 1 {
+            // SAFETY: `record` left `ranges[len - 1]` initialised, ending at `va + page`.
+            let last = unsafe { self.ranges[self.len - 1].assume_init_mut() };
+            last.end = va.wrapping_add(count << shift);
+        }
+    }
+
     /// Records that cached copies of the entry linking a table that spans
     /// `[va, va + (1 << shift))` must go, for a format whose per-address invalidation drops
     /// them: one invalidation anywhere in the span is enough, so nothing is added when a

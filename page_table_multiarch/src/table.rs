@@ -89,7 +89,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
         let () = Self::ENTRY_SIZE_OK;
         let frames = Self::GEOMETRY.root_frames;
         let root_paddr = if frames == 1 {
-            alloc_table::<M, PTE, H>()?
+            alloc_table::<M, PTE, H>(true)?
         } else {
             // A multi-frame root is aligned to its size (RISC-V x4, AArch64 concatenated).
             let bytes = frames * 4096;
@@ -320,17 +320,20 @@ pub(crate) fn check_table_frame<M: PagingMetaData, PTE: GenericPTE>(paddr: PhysA
     check_frame::<M, PTE>(paddr, 4096, 4096) && !PTE::new_table(paddr).is_unused()
 }
 
-/// Allocates one zeroed 4 KiB table frame.
+/// Allocates one 4 KiB table frame, zeroed unless the caller is about to write every entry.
 #[inline]
-pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>()
--> PagingResult<PhysAddr> {
+pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>(
+    zero: bool,
+) -> PagingResult<PhysAddr> {
     let paddr = H::alloc_frame().ok_or(PagingError::NoMemory)?;
     if !check_table_frame::<M, PTE>(paddr) {
         H::dealloc_frame(paddr);
         return Err(PagingError::BadFrame);
     }
-    // SAFETY: the handler gave us this 4 KiB frame; nothing else references it.
-    unsafe { ptr::write_bytes(H::phys_to_virt(paddr).as_mut_ptr(), 0, 4096) };
+    if zero {
+        // SAFETY: the handler gave us this 4 KiB frame; nothing else references it.
+        unsafe { ptr::write_bytes(H::phys_to_virt(paddr).as_mut_ptr(), 0, 4096) };
+    }
     Ok(paddr)
 }
 
