@@ -140,4 +140,24 @@ pub trait GenericPTE: fmt::Debug + Clone + Copy + Sync + Send + Sized {
     /// The number of physical address bits the format can hold (the largest physical
     /// address is `2^PA_BITS - 1`).
     const PA_BITS: usize = 52;
+
+    /// Whether a table entry (one made by [`new_table`](Self::new_table)) has bits the
+    /// hardware ignores, wide enough to hold the number of used entries (0 to 512) of the
+    /// table it points to. The engine then keeps that count there and frees a table the
+    /// moment it drops to zero; otherwise it scans the table. Defaults to `false`.
+    const COUNTS_TABLE_ENTRIES: bool = false;
+
+    /// The count stored in a table entry (see
+    /// [`COUNTS_TABLE_ENTRIES`](Self::COUNTS_TABLE_ENTRIES)); 0 by default.
+    #[inline]
+    fn table_count(&self) -> usize {
+        0
+    }
+
+    /// Stores `count` (at most 512) in a table entry, keeping every other bit. Only called
+    /// when [`COUNTS_TABLE_ENTRIES`](Self::COUNTS_TABLE_ENTRIES) is true.
+    #[inline]
+    fn set_table_count(&mut self, count: usize) {
+        let _ = count;
+    }
 }

@@ -26,11 +26,13 @@ use crate::{PagingMetaData, PagingResult};
 /// The last table a single-page operation reached, so the next operation on a neighbouring
 /// address starts there instead of at the root.
 #[derive(Clone, Copy)]
-struct PathCache {
+struct PathCache<PTE> {
     valid: bool,
     height: usize,
     key: usize,
     table: PhysAddr,
+    /// The entry that links `table`.
+    link: *mut PTE,
 }
 
 /// Frames reserved for the boundary splits of a range operation.
@@ -101,7 +103,7 @@ impl Borrowed {
 pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
     table: &'a mut PageTable64<M, PTE, H>,
     pending: Pending,
-    cache: PathCache,
+    cache: PathCache<PTE>,
     /// The bits above the translated ones of the current operation's addresses (its half of
     /// the address space), so recorded invalidations use the caller's form of the address.
     high: usize,
@@ -143,6 +145,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 height: 0,
                 key: 0,
                 table: PhysAddr::from_usize(0),
+                link: core::ptr::null_mut(),
             },
             high: 0,
         }
@@ -237,27 +240,35 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     // ---------------------------------------------------------------------------------
 
     /// Descends towards `tva` until the table at height `target`, or until the slot on the
-    /// path is not a table. Returns that table and its height.
+    /// path is not a table. Returns that table, its height and the entry that links it
+    /// (null for the root).
     #[inline]
-    fn descend(&mut self, tva: usize, target: usize) -> (PhysAddr, usize) {
+    fn descend(&mut self, tva: usize, target: usize) -> (PhysAddr, usize, *mut PTE) {
         let geo = Self::GEO;
         let c = self.cache;
-        let (mut table, mut height) =
+        let (mut table, mut height, mut link) =
             if c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key {
-                (c.table, c.height)
+                (c.table, c.height, c.link)
             } else {
-                (self.table.root_paddr(), geo.root_height())
+                (
+                    self.table.root_paddr(),
+                    geo.root_height(),
+                    core::ptr::null_mut(),
+                )
             };
         while height > target {
             let t = table_ptr::<PTE, H>(table);
-            // SAFETY: `t` is a live table at `height`; the index is within its entries.
-            let pte = unsafe { read(t, geo.index(tva, height)) };
+            let index = geo.index(tva, height);
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            let pte = unsafe { read(t, index) };
             match kind(&pte, height) {
                 Kind::Table(next) => {
+                    // SAFETY: as above.
+                    link = unsafe { t.add(index) };
                     table = next;
                     height -= 1;
                 }
-                _ => return (table, height),
+                _ => return (table, height, link),
             }
         }
         if height < geo.root_height() && (!c.valid || table != c.table) {
@@ -266,22 +277,51 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 height,
                 key: tva >> Geometry::shift(height + 1),
                 table,
+                link,
             };
         }
-        (table, height)
+        (table, height, link)
     }
 
-    /// Finds the leaf covering `tva`: its table, index and height.
+    /// Finds the leaf covering `tva`: its table, index, height, and the entry linking the
+    /// table (null for the root).
     #[inline]
-    fn find_leaf(&mut self, tva: usize) -> PagingResult<(*mut PTE, usize, usize)> {
-        let (table, height) = self.descend(tva, 0);
+    fn find_leaf(&mut self, tva: usize) -> PagingResult<(*mut PTE, usize, usize, *mut PTE)> {
+        let (table, height, link) = self.descend(tva, 0);
         let t = table_ptr::<PTE, H>(table);
         let index = Self::GEO.index(tva, height);
         // SAFETY: `t` is a live table at `height`; `index` is within its entries.
         let pte = unsafe { read(t, index) };
         match kind(&pte, height) {
-            Kind::Leaf => Ok((t, index, height)),
+            Kind::Leaf => Ok((t, index, height, link)),
             _ => Err(PagingError::NotMapped),
+        }
+    }
+
+    /// Adds `delta` to the used-entry count kept in `link` (an entry linking a table).
+    /// Returns the new count, or `None` when the format keeps no counts or `link` is null
+    /// (the root, which is never freed).
+    #[inline(always)]
+    fn adjust_count(link: *mut PTE, delta: isize) -> Option<usize> {
+        if !PTE::COUNTS_TABLE_ENTRIES || link.is_null() {
+            return None;
+        }
+        // SAFETY: `link` is a live entry of this table that links a table.
+        let mut pte = unsafe { read(link, 0) };
+        let count = pte.table_count().wrapping_add_signed(delta);
+        pte.set_table_count(count);
+        // SAFETY: as above.
+        unsafe { write(link, 0, pte) };
+        Some(count)
+    }
+
+    /// After `cleared` entries of the table at `table` (linked by `link`) became unused:
+    /// whether it is now empty. `near` is an entry just cleared, where a scan starts.
+    #[inline]
+    fn emptied(link: *mut PTE, table: PhysAddr, cleared: usize, near: usize) -> bool {
+        match Self::adjust_count(link, -(cleared as isize)) {
+            Some(count) => count == 0,
+            None => table_is_empty_near::<PTE>(table_ptr::<PTE, H>(table), near),
         }
     }
 
@@ -317,7 +357,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return Err(PagingError::NotAligned);
         }
         Self::check_pa(target, page_size as usize)?;
-        let (table, th) = self.descend(tva, height);
+        let (table, th, link) = self.descend(tva, height);
         if th == height {
             // The leaf's table exists: one slot to fill.
             let t = table_ptr::<PTE, H>(table);
@@ -329,6 +369,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             }
             // SAFETY: as above.
             unsafe { write(t, index, PTE::new_page(target, flags, height > 0)) };
+            Self::adjust_count(link, 1);
             self.record(tva, height);
             return Ok(());
         }
@@ -338,8 +379,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             max_leaf: height,
             get_paddr: |_| target,
         };
-        self.map_range(table, th, tva, tva + page_size as usize, &spec)
-            .map_err(|(e, _)| e)
+        let (added, result) = self.map_range(table, th, tva, tva + page_size as usize, &spec);
+        Self::adjust_count(link, added as isize);
+        result.map_err(|(e, _)| e)
     }
 
     /// Changes the physical address and flags of the leaf covering `vaddr` (present or a
@@ -356,7 +398,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         flags: MappingFlags,
     ) -> PagingResult<PageSize> {
         let tva = self.check_va(vaddr.into())?;
-        let (t, index, height) = self.find_leaf(tva)?;
+        let (t, index, height, _) = self.find_leaf(tva)?;
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
         Self::check_pa(paddr, size as usize)?;
         // SAFETY: `t`/`index` locate a leaf of this table.
@@ -384,7 +426,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// error the table is unchanged.
     pub fn protect(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
         let tva = self.check_va(vaddr.into())?;
-        let (t, index, height) = self.find_leaf(tva)?;
+        let (t, index, height, _) = self.find_leaf(tva)?;
         // SAFETY: `t`/`index` locate a leaf of this table.
         let mut pte = unsafe { read(t, index) };
         if !pte.is_present() {
@@ -410,7 +452,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         vaddr: M::VirtAddr,
     ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
         let tva = self.check_va(vaddr.into())?;
-        let (t, index, height) = self.find_leaf(tva)?;
+        let (t, index, height, link) = self.find_leaf(tva)?;
         // SAFETY: `t`/`index` locate a leaf of this table.
         let pte = unsafe { read(t, index) };
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
@@ -422,8 +464,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if pte.is_present() {
             self.record(base, height);
         }
-        if height < Self::GEO.root_height() && table_is_empty_near::<PTE>(t, index) {
-            self.reclaim_path(tva, height);
+        if height < Self::GEO.root_height() {
+            let empty = match Self::adjust_count(link, -1) {
+                Some(count) => count == 0,
+                None => table_is_empty_near::<PTE>(t, index),
+            };
+            if empty {
+                self.reclaim_path(tva, height);
+            }
         }
         if pte.is_present() {
             Ok((pte.paddr(), pte.flags(), size))
@@ -474,7 +522,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             get_paddr: |va: usize| get_paddr(M::VirtAddr::from(va)),
         };
         let root = self.table.root_paddr();
-        match self.map_range(root, Self::GEO.root_height(), start, end, &spec) {
+        match self
+            .map_range(root, Self::GEO.root_height(), start, end, &spec)
+            .1
+        {
             Ok(()) => Ok(()),
             Err((err, failed_at)) => {
                 if failed_at > start {
@@ -590,13 +641,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             Some(custom) => &mut **custom,
             None => &mut local,
         };
-        self.pending.flush::<M>(
-            invalidator,
-            // SAFETY: deferred frames are unlinked tables owned by this cursor; their first
-            // word holds the list link.
-            |frame| unsafe { (H::phys_to_virt(frame).as_ptr() as *const usize).read_volatile() },
-            |frame| H::dealloc_frame(frame),
-        );
+        self.pending
+            .flush::<M>(invalidator, |frame| H::dealloc_frame(frame));
     }
 
     /// For the immediate API: frees deferred tables (flushing first, as they require), and
@@ -613,8 +659,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     // The engine
     // ---------------------------------------------------------------------------------
 
-    /// Maps `[start, end)` inside the table at `paddr` (height `height`). Returns the
-    /// failure and the first address of the range whose mapping was not published.
+    /// Maps `[start, end)` inside the table at `paddr` (height `height`). Returns how many
+    /// of this table's entries became used, and the failure with the first address of the
+    /// range whose mapping was not published.
     fn map_range<F: Fn(usize) -> PhysAddr>(
         &mut self,
         paddr: PhysAddr,
@@ -622,10 +669,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         start: usize,
         end: usize,
         spec: &MapSpec<F>,
-    ) -> Result<(), MapFailure> {
+    ) -> (usize, Result<(), MapFailure>) {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
+        if height == 0 {
+            return self.map_pages(t, start, end, spec, false);
+        }
         let span = Geometry::span(height);
+        let mut added = 0;
         for Chunk {
             index,
             va,
@@ -646,41 +697,107 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 }
                 None => None,
             };
-            match (kind(&pte, height), leaf_pa) {
-                (Kind::Empty, Some(pa)) => {
-                    Self::check_pa(pa, span).map_err(|e| (e, va))?;
-                    // SAFETY: as above.
-                    unsafe { write(t, index, PTE::new_page(pa, spec.flags, height > 0)) };
-                    self.record(base, height);
-                }
-                (Kind::Empty, None) => {
-                    let child = alloc_table::<M, PTE, H>().map_err(|e| (e, va))?;
-                    if let Err((e, _)) = self.map_range(child, height - 1, va, chunk_end, spec) {
-                        // Never published: no walker can have seen it.
-                        free_tree::<PTE, H>(child, height - 1);
-                        return Err((e, va));
+            let failure = match (kind(&pte, height), leaf_pa) {
+                (Kind::Empty, Some(pa)) => match Self::check_pa(pa, span) {
+                    Ok(()) => {
+                        // SAFETY: as above.
+                        unsafe { write(t, index, PTE::new_page(pa, spec.flags, height > 0)) };
+                        self.record(base, height);
+                        added += 1;
+                        continue;
                     }
-                    // The subtree is complete; publish it with one store.
-                    fence(Ordering::Release);
+                    Err(e) => (e, va),
+                },
+                (Kind::Empty, None) => match alloc_table::<M, PTE, H>(!(whole && height == 1)) {
+                    // A last-level table the range fills entirely is written without being
+                    // zeroed first.
+                    Ok(child) => match if whole && height == 1 {
+                        self.map_pages(table_ptr::<PTE, H>(child), va, chunk_end, spec, true)
+                    } else {
+                        self.map_range(child, height - 1, va, chunk_end, spec)
+                    } {
+                        (used, Ok(())) => {
+                            // The subtree is complete; publish it with one store.
+                            let mut link = PTE::new_table(child);
+                            link.set_table_count(used);
+                            fence(Ordering::Release);
+                            // SAFETY: as above.
+                            unsafe { write(t, index, link) };
+                            added += 1;
+                            continue;
+                        }
+                        (_, Err((e, _))) => {
+                            // Never published: no walker can have seen it.
+                            free_tree::<PTE, H>(child, height - 1);
+                            (e, va)
+                        }
+                    },
+                    Err(e) => (e, va),
+                },
+                // Descend into an existing table, unless a leaf of a fixed size belongs here.
+                (Kind::Table(child), _) if spec.fixed.is_none() || leaf_pa.is_none() => {
                     // SAFETY: as above.
-                    unsafe { write(t, index, PTE::new_table(child)) };
+                    let link = unsafe { t.add(index) };
+                    let (used, result) = self.map_range(child, height - 1, va, chunk_end, spec);
+                    Self::adjust_count(link, used as isize);
+                    match result {
+                        Ok(()) => continue,
+                        Err(failure) => failure,
+                    }
                 }
-                (Kind::Table(child), None) => {
-                    self.map_range(child, height - 1, va, chunk_end, spec)?
-                }
-                (Kind::Table(child), Some(_)) if spec.fixed.is_none() => {
-                    self.map_range(child, height - 1, va, chunk_end, spec)?
-                }
-                (Kind::Table(_), Some(_)) => return Err((PagingError::AlreadyMapped, va)),
-                (Kind::Leaf, Some(_)) => return Err((PagingError::AlreadyMapped, va)),
-                (Kind::Leaf, None) => return Err((PagingError::MappedToHugePage, va)),
-            }
+                (Kind::Table(_), _) | (Kind::Leaf, Some(_)) => (PagingError::AlreadyMapped, va),
+                (Kind::Leaf, None) => (PagingError::MappedToHugePage, va),
+            };
+            return (added, Err(failure));
         }
-        Ok(())
+        (added, Ok(()))
+    }
+
+    /// `map_range` at the last level: fills consecutive 4 KiB slots of the table `t` in one
+    /// loop, with one entry template and one recorded range.
+    /// `fresh`: the table is new and not zeroed, so its slots are known to be free.
+    fn map_pages<F: Fn(usize) -> PhysAddr>(
+        &mut self,
+        t: *mut PTE,
+        start: usize,
+        end: usize,
+        spec: &MapSpec<F>,
+        fresh: bool,
+    ) -> (usize, Result<(), MapFailure>) {
+        let first = Self::GEO.index(start, 0);
+        let count = (end - start) >> Geometry::shift(0);
+        let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, false);
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < count {
+            let va = start + (done << Geometry::shift(0));
+            // SAFETY: `t` is a live last-level table; `first + done` is below 512 because
+            // `[start, end)` lies inside the table's span.
+            if !fresh && !unsafe { read(t, first + done) }.is_unused() {
+                result = Err((PagingError::AlreadyMapped, va));
+                break;
+            }
+            let pa = (spec.get_paddr)(self.canonical(va));
+            if let Err(e) = Self::check_pa(pa, Geometry::span(0)) {
+                result = Err((e, va));
+                break;
+            }
+            let mut pte = template;
+            pte.set_paddr(pa);
+            // SAFETY: as above.
+            unsafe { write(t, first + done, pte) };
+            done += 1;
+        }
+        if done > 0 {
+            let va = self.canonical(start);
+            self.pending
+                .record_pages(va, done, Geometry::shift(0) as u32);
+        }
+        (done, result)
     }
 
     /// Removes every leaf in `[start, end)` inside the table at `paddr` (height `height`).
-    /// Returns whether an entry of this table was cleared.
+    /// Returns how many of this table's entries became unused.
     fn unmap_range(
         &mut self,
         paddr: PhysAddr,
@@ -688,10 +805,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         start: usize,
         end: usize,
         reserve: &mut Reserve,
-    ) -> bool {
+    ) -> usize {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
-        let mut cleared = false;
+        let mut cleared = 0;
         for Chunk {
             index,
             va,
@@ -702,6 +819,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         {
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
+            // SAFETY: as above.
+            let link = unsafe { t.add(index) };
             match kind(&pte, height) {
                 Kind::Empty => {}
                 Kind::Leaf if whole => {
@@ -709,26 +828,26 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     if pte.is_present() {
                         self.record(base, height);
                     }
-                    cleared = true;
+                    cleared += 1;
                 }
                 Kind::Leaf => {
                     // The rest of the huge page stays mapped, so the child is not empty.
                     if let Some(child) = self.split(t, index, height, base, reserve) {
-                        self.unmap_range(child, height - 1, va, chunk_end, reserve);
+                        let gone = self.unmap_range(child, height - 1, va, chunk_end, reserve);
+                        Self::adjust_count(link, -(gone as isize));
                     }
                 }
                 Kind::Table(child) if whole => {
                     self.clear_entry(t, index, pte);
                     self.defer_subtree(child, height - 1, base);
-                    cleared = true;
+                    cleared += 1;
                 }
                 Kind::Table(child) => {
-                    if self.unmap_range(child, height - 1, va, chunk_end, reserve)
-                        && table_is_empty::<PTE>(table_ptr::<PTE, H>(child))
-                    {
+                    let gone = self.unmap_range(child, height - 1, va, chunk_end, reserve);
+                    if gone > 0 && Self::emptied(link, child, gone, geo.index(va, height - 1)) {
                         self.clear_entry(t, index, pte);
-                        self.defer_table(child);
-                        cleared = true;
+                        self.defer_table(child, base, height);
+                        cleared += 1;
                     }
                 }
             }
@@ -748,6 +867,22 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ) {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
+        if height == 0 {
+            // The last level: one loop over the slots.
+            let first = geo.index(start, 0);
+            for k in 0..(end - start) >> Geometry::shift(0) {
+                // SAFETY: `t` is a live last-level table and `[start, end)` lies inside its
+                // span, so `first + k` is below 512.
+                let mut pte = unsafe { read(t, first + k) };
+                if pte.is_present() {
+                    pte.set_flags(flags, false);
+                    // SAFETY: as above.
+                    unsafe { write(t, first + k, pte) };
+                    self.record(start + (k << Geometry::shift(0)), 0);
+                }
+            }
+            return;
+        }
         for Chunk {
             index,
             va,
@@ -811,8 +946,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if M::BREAK_BEFORE_MAKE && old.is_present() {
             self.break_entry(t, index, old, base);
         }
+        let mut link = PTE::new_table(child);
+        link.set_table_count(ENTRIES);
         // SAFETY: as above.
-        unsafe { write(t, index, PTE::new_table(child)) };
+        unsafe { write(t, index, link) };
         Some(child)
     }
 
@@ -834,14 +971,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         unsafe { write(t, index, pte) };
     }
 
-    /// Queues an unlinked table for freeing after the next flush.
-    fn defer_table(&mut self, table: PhysAddr) {
+    /// Queues an unlinked table for freeing after the next flush, and makes sure the flush
+    /// drops cached copies of the entry that linked it (the entry at `link_height` covering
+    /// `base`): an invalidation inside its span where that is enough, otherwise a full one.
+    /// Flushes at once when the queue is full.
+    fn defer_table(&mut self, table: PhysAddr, base: usize, link_height: usize) {
         self.cache.valid = false;
-        // SAFETY: the table was just unlinked from its parent and belongs to this table.
-        unsafe {
+        if M::FLUSH_BY_VA_COVERS_TABLES {
+            let va = self.canonical(base);
             self.pending
-                .defer_free(table, H::phys_to_virt(table).as_mut_ptr() as *mut usize)
-        };
+                .record_table(va, Geometry::shift(link_height) as u32);
+        }
+        if self.pending.defer_free(table) {
+            self.flush();
+        }
     }
 
     /// Records the invalidation of every present leaf of an unlinked subtree and queues all
@@ -863,14 +1006,15 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 Kind::Table(child) => self.defer_subtree(child, height - 1, va),
             }
         }
-        // Every entry has been read: the first word may now become the list link.
-        self.defer_table(table);
+        // Every entry has been read: the table may be freed from now on.
+        self.defer_table(table, base, height + 1);
     }
 
     /// After the table at `height` on the path of `tva` became empty: unlinks it, and every
     /// ancestor (below the root) that becomes empty in turn.
     fn reclaim_path(&mut self, tva: usize, height: usize) {
         let geo = Self::GEO;
+        // path[h]: the table at height h on the path and the index of `tva` in it.
         let mut path = [(PhysAddr::from_usize(0), 0usize); MAX_LEVELS];
         let mut table = self.table.root_paddr();
         let mut h = geo.root_height();
@@ -885,14 +1029,25 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             }
             h -= 1;
         }
+        // `table` (height `h`) is empty.
         while h < geo.root_height() {
             let (parent, index) = path[h + 1];
             let p = table_ptr::<PTE, H>(parent);
             // SAFETY: `p[index]` is the entry that links `table`.
-            let link = unsafe { read(p, index) };
-            self.clear_entry(p, index, link);
-            self.defer_table(table);
-            if h + 1 == geo.root_height() || !table_is_empty_near::<PTE>(p, index) {
+            let old = unsafe { read(p, index) };
+            self.clear_entry(p, index, old);
+            self.defer_table(table, tva & !(Geometry::span(h + 1) - 1), h + 1);
+            if h + 1 == geo.root_height() {
+                return;
+            }
+            let (grand, gindex) = path[h + 2];
+            // SAFETY: `grand[gindex]` is the entry that links `parent`.
+            let plink = unsafe { table_ptr::<PTE, H>(grand).add(gindex) };
+            let empty = match Self::adjust_count(plink, -1) {
+                Some(count) => count == 0,
+                None => table_is_empty_near::<PTE>(p, index),
+            };
+            if !empty {
                 return;
             }
             table = parent;
@@ -975,27 +1130,23 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     }
 }
 
-/// Whether every entry of a (non-root) table is unused.
-fn table_is_empty<PTE: GenericPTE>(t: *const PTE) -> bool {
-    // SAFETY: `t` is a live non-root table of 512 entries.
-    (0..ENTRIES).all(|i| unsafe { read(t, i) }.is_unused())
-}
-
-/// Whether every entry of a (non-root) table is unused, looking first at the neighbours of
-/// `index` (the entry just cleared), where a live entry is most likely.
+/// Whether every entry of a (non-root) table is unused, looking first at `index` and its
+/// neighbours (next to an entry just cleared is where a live entry is most likely).
 fn table_is_empty_near<PTE: GenericPTE>(t: *const PTE, index: usize) -> bool {
+    let used = |i: usize| {
+        // SAFETY: callers pass indices below the 512 entries of a non-root table.
+        !unsafe { read(t, i) }.is_unused()
+    };
+    if used(index) {
+        return false;
+    }
     for d in 1..ENTRIES {
-        let up = index + d;
-        // SAFETY: indices are checked against the 512 entries of a non-root table.
-        if up < ENTRIES && !unsafe { read(t, up) }.is_unused() {
-            return false;
-        }
-        // SAFETY: `index - d` is within the table.
-        if d <= index && !unsafe { read(t, index - d) }.is_unused() {
-            return false;
-        }
-        if up >= ENTRIES && d > index {
+        let (up, down) = (index + d < ENTRIES, d <= index);
+        if !up && !down {
             break;
+        }
+        if (up && used(index + d)) || (down && used(index - d)) {
+            return false;
         }
     }
     true

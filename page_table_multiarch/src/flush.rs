@@ -2,6 +2,7 @@
 //! the `#[must_use]` tokens of the immediate API.
 
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 
 use memory_addr::PhysAddr;
 
@@ -93,48 +94,66 @@ impl<M: PagingMetaData> TlbInvalidate<M> for LocalFlush {
     }
 }
 
+/// Unlinked tables kept before a flush is forced to free them.
+const MAX_FREES: usize = 64;
+
 /// The invalidations a cursor owes and the table frames waiting for them.
 ///
-/// Frames of unlinked tables are kept on an intrusive list threaded through the first
-/// entry of each frame (a 4 KiB-aligned physical address), so recording needs no
-/// allocation.
+/// Freed tables are kept in a small array, so waiting needs no allocation and never touches
+/// the frames; when it fills, the cursor flushes early.
 pub(crate) struct Pending {
-    ranges: [FlushRange; MAX_RANGES],
+    /// `ranges[..len]` are initialised.
+    ranges: [MaybeUninit<FlushRange>; MAX_RANGES],
     len: usize,
     pages: usize,
     everything: bool,
     tables_freed: bool,
-    free_head: PhysAddr,
-    free_count: usize,
+    /// `frees[..nfrees]` are initialised.
+    frees: [MaybeUninit<PhysAddr>; MAX_FREES],
+    nfrees: usize,
 }
 
 impl Pending {
     pub(crate) const fn new() -> Self {
+        // The arrays stay uninitialised: a cursor that records nothing costs nothing.
         Self {
-            ranges: [FlushRange {
-                start: 0,
-                end: 0,
-                shift: 0,
-            }; MAX_RANGES],
+            ranges: [MaybeUninit::uninit(); MAX_RANGES],
             len: 0,
             pages: 0,
             everything: false,
             tables_freed: false,
-            free_head: PhysAddr::from_usize(0),
-            free_count: 0,
+            frees: [MaybeUninit::uninit(); MAX_FREES],
+            nfrees: 0,
         }
+    }
+
+    /// The recorded ranges.
+    #[inline]
+    fn ranges(&self) -> &[FlushRange] {
+        // SAFETY: `ranges[..len]` are initialised, and `MaybeUninit<T>` has `T`'s layout.
+        unsafe { core::slice::from_raw_parts(self.ranges.as_ptr() as *const FlushRange, self.len) }
+    }
+
+    /// Forgets everything recorded (the arrays are left as they are).
+    #[inline]
+    fn clear(&mut self) {
+        self.len = 0;
+        self.pages = 0;
+        self.everything = false;
+        self.tables_freed = false;
+        self.nfrees = 0;
     }
 
     /// Whether nothing is owed.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0 && !self.everything && self.free_count == 0
+        self.len == 0 && !self.everything && self.nfrees == 0
     }
 
     /// Whether table frames wait for a flush.
     #[inline]
     pub(crate) fn has_frees(&self) -> bool {
-        self.free_count != 0
+        self.nfrees != 0
     }
 
     /// Records that the translation of `[va, va + (1 << shift))` changed (`va` canonical).
@@ -146,7 +165,8 @@ impl Pending {
         }
         let end = va.wrapping_add(1 << shift);
         if self.len > 0 {
-            let last = &mut self.ranges[self.len - 1];
+            // SAFETY: `ranges[len - 1]` is initialised.
+            let last = unsafe { self.ranges[self.len - 1].assume_init_mut() };
             if last.shift == shift && last.end == va {
                 last.end = end;
                 return;
@@ -156,12 +176,41 @@ impl Pending {
             self.everything = true;
             return;
         }
-        self.ranges[self.len] = FlushRange {
+        self.ranges[self.len].write(FlushRange {
             start: va,
             end,
             shift,
-        };
+        });
         self.len += 1;
+    }
+
+    /// Records that the translations of `count` consecutive pages of `1 << shift` bytes
+    /// from `va` changed.
+    #[inline]
+    pub(crate) fn record_pages(&mut self, va: usize, count: usize, shift: u32) {
+        self.pages += count - 1;
+        self.record(va, shift);
+        if !self.everything && count > 1 {
+            // SAFETY: `record` left `ranges[len - 1]` initialised, ending at `va + page`.
+            let last = unsafe { self.ranges[self.len - 1].assume_init_mut() };
+            last.end = va.wrapping_add(count << shift);
+        }
+    }
+
+    /// Records that cached copies of the entry linking a table that spans
+    /// `[va, va + (1 << shift))` must go, for a format whose per-address invalidation drops
+    /// them: one invalidation anywhere in the span is enough, so nothing is added when a
+    /// recorded range already starts inside it.
+    #[inline]
+    pub(crate) fn record_table(&mut self, va: usize, shift: u32) {
+        let span_end = va.wrapping_add(1 << shift);
+        let covered = self
+            .ranges()
+            .iter()
+            .any(|r| r.start.wrapping_sub(va) < span_end.wrapping_sub(va));
+        if !covered {
+            self.record(va, shift);
+        }
     }
 
     /// Records that everything must be flushed.
@@ -171,46 +220,33 @@ impl Pending {
         self.everything = true;
     }
 
-    /// Queues an unlinked table frame to be freed after the next flush.
-    ///
-    /// # Safety
-    /// `frame` must be a 4 KiB table frame that is no longer linked into any table and that
-    /// the caller owns; `table` must be its accessible address.
+    /// Queues an unlinked table frame to be freed after the next flush. Returns whether the
+    /// queue is full (the caller must flush).
     #[inline]
-    pub(crate) unsafe fn defer_free(&mut self, frame: PhysAddr, table: *mut usize) {
-        let link = if self.free_count == 0 {
-            0
-        } else {
-            self.free_head.as_usize()
-        };
-        // SAFETY: the caller owns the unlinked frame; its first word becomes the list link.
-        unsafe { table.write_volatile(link) };
-        self.free_head = frame;
-        self.free_count += 1;
+    pub(crate) fn defer_free(&mut self, frame: PhysAddr) -> bool {
+        self.frees[self.nfrees].write(frame);
+        self.nfrees += 1;
         self.tables_freed = true;
+        self.nfrees == MAX_FREES
     }
 
-    /// Hands the batch to `invalidator`, then every deferred frame to `free`. `read_link`
-    /// reads the list link stored in a deferred frame.
+    /// Hands the batch to `invalidator`, then every deferred frame to `free`.
     pub(crate) fn flush<M: PagingMetaData>(
         &mut self,
         invalidator: &mut dyn TlbInvalidate<M>,
-        read_link: impl Fn(PhysAddr) -> usize,
         mut free: impl FnMut(PhysAddr),
     ) {
         invalidator.invalidate(&FlushBatch {
-            ranges: &self.ranges[..self.len],
+            ranges: self.ranges(),
             everything: self.everything,
             tables_freed: self.tables_freed,
             pages: self.pages,
         });
-        let mut frame = self.free_head;
-        for _ in 0..self.free_count {
-            let next = read_link(frame);
-            free(frame);
-            frame = PhysAddr::from_usize(next);
+        for frame in &self.frees[..self.nfrees] {
+            // SAFETY: `frees[..nfrees]` are initialised.
+            free(unsafe { frame.assume_init() });
         }
-        *self = Self::new();
+        self.clear();
     }
 
     /// Forgets the recorded invalidations (the caller takes responsibility for them).

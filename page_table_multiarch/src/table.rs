@@ -89,7 +89,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
         let () = Self::ENTRY_SIZE_OK;
         let frames = Self::GEOMETRY.root_frames;
         let root_paddr = if frames == 1 {
-            alloc_table::<M, PTE, H>()?
+            alloc_table::<M, PTE, H>(true)?
         } else {
             // A multi-frame root is aligned to its size (RISC-V x4, AArch64 concatenated).
             let bytes = frames * 4096;
@@ -139,20 +139,19 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
         }
         let geo = Self::GEOMETRY;
         let mut table = table_ptr::<PTE, H>(self.root_paddr);
-        let mut height = geo.root_height();
-        loop {
+        // A loop over constant bounds, which the compiler unrolls per level.
+        for height in (0..geo.levels).rev() {
             // SAFETY: `table` is a live table of this page table at `height`, and the index
             // is within its entry count.
             let pte = unsafe { read(table, geo.index(vaddr, height)) };
             match kind(&pte, height) {
                 Kind::Empty => return Err(PagingError::NotMapped),
                 Kind::Leaf => return Ok((pte, height)),
-                Kind::Table(next) => {
-                    table = table_ptr::<PTE, H>(next);
-                    height -= 1;
-                }
+                Kind::Table(next) => table = table_ptr::<PTE, H>(next),
             }
         }
+        // A table entry at height 0 is classified as a leaf, so the loop always returns.
+        Err(PagingError::NotMapped)
     }
 
     /// Walks the table depth first, calling `pre_func` before and `post_func` after the
@@ -321,17 +320,20 @@ pub(crate) fn check_table_frame<M: PagingMetaData, PTE: GenericPTE>(paddr: PhysA
     check_frame::<M, PTE>(paddr, 4096, 4096) && !PTE::new_table(paddr).is_unused()
 }
 
-/// Allocates one zeroed 4 KiB table frame.
+/// Allocates one 4 KiB table frame, zeroed unless the caller is about to write every entry.
 #[inline]
-pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>()
--> PagingResult<PhysAddr> {
+pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>(
+    zero: bool,
+) -> PagingResult<PhysAddr> {
     let paddr = H::alloc_frame().ok_or(PagingError::NoMemory)?;
     if !check_table_frame::<M, PTE>(paddr) {
         H::dealloc_frame(paddr);
         return Err(PagingError::BadFrame);
     }
-    // SAFETY: the handler gave us this 4 KiB frame; nothing else references it.
-    unsafe { ptr::write_bytes(H::phys_to_virt(paddr).as_mut_ptr(), 0, 4096) };
+    if zero {
+        // SAFETY: the handler gave us this 4 KiB frame; nothing else references it.
+        unsafe { ptr::write_bytes(H::phys_to_virt(paddr).as_mut_ptr(), 0, 4096) };
+    }
     Ok(paddr)
 }
 

@@ -415,6 +415,20 @@ impl<R: Regime> GenericPTE for A64PTEOf<R> {
         ret
     }
 
+    /// Bits 11:2 of a stage-1 table descriptor are ignored (Arm ARM D8.3.1, without
+    /// FEAT_HAFT enabled); the engine keeps the table's used-entry count there.
+    const COUNTS_TABLE_ENTRIES: bool = true;
+
+    #[inline]
+    fn table_count(&self) -> usize {
+        ((self.0 >> 2) & 0x3ff) as usize
+    }
+
+    #[inline]
+    fn set_table_count(&mut self, count: usize) {
+        self.0 = (self.0 & !(0x3ff << 2)) | (((count as u64) & 0x3ff) << 2);
+    }
+
     const PA_BITS: usize = 48;
 }
 

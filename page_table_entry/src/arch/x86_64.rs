@@ -143,6 +143,9 @@ pub struct X64PTE(u64);
 impl X64PTE {
     /// Physical address bits 12-51.
     const PHYS_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+    /// Software bits 62:52 of a table entry, holding the used-entry count of that table.
+    const TABLE_COUNT_SHIFT: u32 = 52;
+    const TABLE_COUNT_MASK: u64 = 0x7ff << 52;
     /// Bit 12 is the PAT bit of a huge leaf, not an address bit.
     const HUGE_PAT: u64 = 1 << 12;
     /// The marker of a non-present reservation.
@@ -277,6 +280,21 @@ impl GenericPTE for X64PTE {
             ret |= MappingFlags::UNCACHED;
         }
         ret
+    }
+
+    /// Bits 62:52 of a non-leaf entry are ignored by the processor (SDM vol. 3A,
+    /// tables 4-15 to 4-19); the engine keeps the table's used-entry count there.
+    const COUNTS_TABLE_ENTRIES: bool = true;
+
+    #[inline]
+    fn table_count(&self) -> usize {
+        ((self.0 & Self::TABLE_COUNT_MASK) >> Self::TABLE_COUNT_SHIFT) as usize
+    }
+
+    #[inline]
+    fn set_table_count(&mut self, count: usize) {
+        self.0 = (self.0 & !Self::TABLE_COUNT_MASK)
+            | (((count as u64) << Self::TABLE_COUNT_SHIFT) & Self::TABLE_COUNT_MASK);
     }
 
     const PA_BITS: usize = 52;
