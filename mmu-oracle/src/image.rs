@@ -251,13 +251,13 @@ impl Image {
     /// A copy of the whole window (for the runner).
     pub(crate) fn window_bytes(&self) -> Vec<u8> {
         with_mem(|m| {
-            let mut out = Vec::with_capacity(WINDOW as usize);
-            for i in 0..Mem::WORDS {
-                // SAFETY: `i < WORDS`.
-                let w = unsafe { m.words.add(i).read() };
-                out.extend_from_slice(&w.to_le_bytes());
-            }
-            out
+            // SAFETY: `words` points to `WORDS` initialised words (`WINDOW` bytes) that live
+            // as long as `m`; nothing writes them while this shared view exists.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(m.words.cast::<u8>(), WINDOW as usize) };
+            // The guests are little-endian, as is every host this crate supports.
+            const { assert!(cfg!(target_endian = "little")) };
+            bytes.to_vec()
         })
     }
 }
