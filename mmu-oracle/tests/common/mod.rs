@@ -187,8 +187,7 @@ fn pa(p: u64) -> PhysAddr {
     PhysAddr::from(p as usize)
 }
 
-/// Builds a table with the library (every flag combination on 4 KiB pages, every access
-/// combination on 2 MiB and 1 GiB pages, a `map_region` with huge pages across 2 MiB
+/// Builds a table with the library (every flag combination on 4 KiB, 2 MiB and 1 GiB pages, a `map_region` with huge pages across 2 MiB
 /// boundaries, canonical-edge pages) and compares the MMU with `query` on it; then
 /// unmaps, protects and splits, and compares again. Returns the tolerated mismatches.
 pub fn library_suite<M, PTE>(
@@ -222,35 +221,35 @@ where
         probes_for(&config, v, 0x1000, &page_offsets(0x1000), &mut probes);
     }
 
-    // 2 MiB pages: every access combination, all on one frame, each followed by a hole.
+    // 2 MiB pages: every flag combination, all on one frame, each followed by a hole.
     let base2m = 0x4000_0000u64;
     let frame2m = img.alloc_data(0x20_0000, 0x20_0000);
     {
         let mut c = pt.cursor();
-        for (i, flags) in access_flags().enumerate() {
+        for (i, flags) in every_flags().enumerate() {
             let v = base2m + i as u64 * 0x40_0000;
             c.map(va(v), pa(frame2m), PageSize::Size2M, flags)
                 .unwrap_or_else(|e| panic!("map 2M {flags:?}: {e:?}"));
         }
     }
-    for i in 0..16u64 {
+    for i in 0..64u64 {
         let v = base2m + i * 0x40_0000;
         probes_for(&config, v, 0x20_0000, &page_offsets(0x20_0000), &mut probes);
     }
 
-    // 1 GiB pages: every access combination, all on the tagged 1 GiB region.
+    // 1 GiB pages: every flag combination, all on the tagged 1 GiB region.
     let base1g = 0x10_0000_0000u64;
     if with_1g {
         let frame = img.huge_1g_frame();
         let mut c = pt.cursor();
-        for (i, flags) in access_flags().enumerate() {
+        for (i, flags) in every_flags().enumerate() {
             let v = base1g + i as u64 * 0x8000_0000;
             c.map(va(v), pa(frame), PageSize::Size1G, flags)
                 .unwrap_or_else(|e| panic!("map 1G {flags:?}: {e:?}"));
         }
         drop(c);
         let (offsets, _) = offsets_1g(&img);
-        for i in 0..16u64 {
+        for i in 0..64u64 {
             let v = base1g + i * 0x8000_0000;
             probes_for(&config, v, 1 << 30, &offsets, &mut probes);
         }
