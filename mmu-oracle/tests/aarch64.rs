@@ -103,7 +103,8 @@ fn library() {
     }
     common::library_suite::<
         page_table_multiarch::aarch64::A64PagingMetaData,
-        page_table_entry::aarch64::A64PTE,
+        // The EL1&0 format explicitly: the guest runs at EL1, whatever `arm-el2` selects.
+        page_table_entry::aarch64::A64PTEEl1,
     >(
         Config::Aarch64 {
             mair: page_table_entry::aarch64::MemAttr::MAIR_VALUE,
