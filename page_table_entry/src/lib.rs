@@ -141,6 +141,14 @@ pub trait GenericPTE: fmt::Debug + Clone + Copy + Sync + Send + Sized {
     /// address is `2^PA_BITS - 1`).
     const PA_BITS: usize = 52;
 
+    /// Whether the hardware walker follows every entry above the last level that is not a
+    /// huge leaf, with no valid bit to check (LoongArch's `LDDIR`): an empty slot there must
+    /// not hold zero, which would make the walker read physical page 0 as a table. The
+    /// engine then keeps one *invalid table* per page table, whose entries all point to
+    /// itself (so it serves every level and ends in invalid leaves), and links every empty
+    /// slot above the last level to it, as Linux does. Defaults to `false`.
+    const DIRECTORY_HAS_NO_VALID_BIT: bool = false;
+
     /// Whether a table entry (one made by [`new_table`](Self::new_table)) has bits the
     /// hardware ignores, wide enough to hold the number of used entries (0 to 512) of the
     /// table it points to. The engine then keeps that count there and frees a table the

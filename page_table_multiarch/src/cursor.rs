@@ -18,7 +18,8 @@ use memory_addr::PhysAddr;
 use crate::flush::{LocalFlush, Pending, TlbInvalidate};
 use crate::geometry::{Chunk, ENTRIES, Geometry, MAX_LEVELS};
 use crate::table::{
-    Kind, alloc_table, check_frame, check_table_frame, free_tree, kind, read, table_ptr, write,
+    Init, Kind, alloc_table, check_frame, check_table_frame, empty_entry, free_tree, init_for,
+    kind, read, table_ptr, write,
 };
 use crate::{GenericPTE, MappingFlags, PageSize, PageTable64, PagingError, PagingHandler};
 use crate::{PagingMetaData, PagingResult};
@@ -261,7 +262,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let index = geo.index(tva, height);
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
-            match kind(&pte, height) {
+            match kind(&pte, height, self.table.invalid) {
                 Kind::Table(next) => {
                     // SAFETY: as above.
                     link = unsafe { t.add(index) };
@@ -292,7 +293,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let index = Self::GEO.index(tva, height);
         // SAFETY: `t` is a live table at `height`; `index` is within its entries.
         let pte = unsafe { read(t, index) };
-        match kind(&pte, height) {
+        match kind(&pte, height, self.table.invalid) {
             Kind::Leaf => Ok((t, index, height, link)),
             _ => Err(PagingError::NotMapped),
         }
@@ -318,10 +319,18 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// After `cleared` entries of the table at `table` (linked by `link`) became unused:
     /// whether it is now empty. `near` is an entry just cleared, where a scan starts.
     #[inline]
-    fn emptied(link: *mut PTE, table: PhysAddr, cleared: usize, near: usize) -> bool {
+    /// `height` is the table's, `invalid` the page table's invalid table.
+    fn emptied(
+        link: *mut PTE,
+        table: PhysAddr,
+        height: usize,
+        invalid: PhysAddr,
+        cleared: usize,
+        near: usize,
+    ) -> bool {
         match Self::adjust_count(link, -(cleared as isize)) {
             Some(count) => count == 0,
-            None => table_is_empty_near::<PTE>(table_ptr::<PTE, H>(table), near),
+            None => table_is_empty_near::<PTE>(table_ptr::<PTE, H>(table), near, height, invalid),
         }
     }
 
@@ -364,7 +373,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let index = Self::GEO.index(tva, height);
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
-            if !pte.is_unused() {
+            if kind(&pte, height, self.table.invalid) != Kind::Empty {
                 return Err(PagingError::AlreadyMapped);
             }
             // SAFETY: as above.
@@ -408,7 +417,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         new.set_flags(flags, height > 0);
         let base = tva & !(size as usize - 1);
         if M::BREAK_BEFORE_MAKE && old.is_present() && new.is_present() && old.paddr() != paddr {
-            self.break_entry(t, index, old, base);
+            self.break_entry(t, index, height, base);
         }
         // SAFETY: as above.
         unsafe { write(t, index, new) };
@@ -456,10 +465,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         // SAFETY: `t`/`index` locate a leaf of this table.
         let pte = unsafe { read(t, index) };
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
-        let mut cleared = pte;
-        cleared.clear();
-        // SAFETY: as above.
-        unsafe { write(t, index, cleared) };
+        self.clear_entry(t, index, height);
         let base = tva & !(size as usize - 1);
         if pte.is_present() {
             self.record(base, height);
@@ -467,7 +473,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if height < Self::GEO.root_height() {
             let empty = match Self::adjust_count(link, -1) {
                 Some(count) => count == 0,
-                None => table_is_empty_near::<PTE>(t, index),
+                None => table_is_empty_near::<PTE>(t, index, height, self.table.invalid),
             };
             if empty {
                 self.reclaim_path(tva, height);
@@ -617,13 +623,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             // SAFETY: both roots are live and have `root_entries` entries.
             let own = unsafe { read(dst, index) };
             if !self.table.borrowed.get(index) {
-                if let Kind::Table(child) = kind(&own, root_h) {
+                if let Kind::Table(child) = kind(&own, root_h, self.table.invalid) {
                     self.high = 0;
                     self.defer_subtree(child, root_h - 1, index << Geometry::shift(root_h));
                 }
             }
             // SAFETY: as above.
-            unsafe { write(dst, index, read(src, index)) };
+            let shared = unsafe { read(src, index) };
+            // An empty slot of `other` links to `other`'s invalid table; use ours.
+            let shared = match kind(&shared, root_h, other.invalid) {
+                Kind::Empty => empty_entry::<PTE>(root_h, self.table.invalid),
+                _ => shared,
+            };
+            // SAFETY: as above.
+            unsafe { write(dst, index, shared) };
             self.table.borrowed.set(index);
         }
         self.cache.valid = false;
@@ -697,7 +710,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 }
                 None => None,
             };
-            let failure = match (kind(&pte, height), leaf_pa) {
+            let failure = match (kind(&pte, height, self.table.invalid), leaf_pa) {
                 (Kind::Empty, Some(pa)) => match Self::check_pa(pa, span) {
                     Ok(()) => {
                         // SAFETY: as above.
@@ -708,7 +721,11 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     }
                     Err(e) => (e, va),
                 },
-                (Kind::Empty, None) => match alloc_table::<M, PTE, H>(!(whole && height == 1)) {
+                (Kind::Empty, None) => match alloc_table::<M, PTE, H>(if whole && height == 1 {
+                    Init::Skip
+                } else {
+                    init_for::<PTE>(height - 1, self.table.invalid)
+                }) {
                     // A last-level table the range fills entirely is written without being
                     // zeroed first.
                     Ok(child) => match if whole && height == 1 {
@@ -728,7 +745,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                         }
                         (_, Err((e, _))) => {
                             // Never published: no walker can have seen it.
-                            free_tree::<PTE, H>(child, height - 1);
+                            free_tree::<PTE, H>(child, height - 1, self.table.invalid);
                             (e, va)
                         }
                     },
@@ -821,10 +838,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let pte = unsafe { read(t, index) };
             // SAFETY: as above.
             let link = unsafe { t.add(index) };
-            match kind(&pte, height) {
+            match kind(&pte, height, self.table.invalid) {
                 Kind::Empty => {}
                 Kind::Leaf if whole => {
-                    self.clear_entry(t, index, pte);
+                    self.clear_entry(t, index, height);
                     if pte.is_present() {
                         self.record(base, height);
                     }
@@ -838,14 +855,16 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     }
                 }
                 Kind::Table(child) if whole => {
-                    self.clear_entry(t, index, pte);
+                    self.clear_entry(t, index, height);
                     self.defer_subtree(child, height - 1, base);
                     cleared += 1;
                 }
                 Kind::Table(child) => {
                     let gone = self.unmap_range(child, height - 1, va, chunk_end, reserve);
-                    if gone > 0 && Self::emptied(link, child, gone, geo.index(va, height - 1)) {
-                        self.clear_entry(t, index, pte);
+                    let near = geo.index(va, height - 1);
+                    let invalid = self.table.invalid;
+                    if gone > 0 && Self::emptied(link, child, height - 1, invalid, gone, near) {
+                        self.clear_entry(t, index, height);
                         self.defer_table(child, base, height);
                         cleared += 1;
                     }
@@ -893,7 +912,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         {
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let mut pte = unsafe { read(t, index) };
-            match kind(&pte, height) {
+            match kind(&pte, height, self.table.invalid) {
                 Kind::Empty => {}
                 Kind::Leaf if !pte.is_present() => {}
                 Kind::Leaf if whole => {
@@ -944,7 +963,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         fence(Ordering::Release);
         if M::BREAK_BEFORE_MAKE && old.is_present() {
-            self.break_entry(t, index, old, base);
+            self.break_entry(t, index, height, base);
         }
         let mut link = PTE::new_table(child);
         link.set_table_count(ENTRIES);
@@ -955,20 +974,16 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
 
     /// Break-before-make: invalidates `t[index]` and completes the TLB invalidation of its
     /// address before the caller writes the new entry.
-    fn break_entry(&mut self, t: *mut PTE, index: usize, old: PTE, base: usize) {
-        let mut invalid = old;
-        invalid.clear();
-        // SAFETY: `t[index]` is an entry of this table.
-        unsafe { write(t, index, invalid) };
+    fn break_entry(&mut self, t: *mut PTE, index: usize, height: usize, base: usize) {
+        self.clear_entry(t, index, height);
         M::flush_tlb(Some(M::VirtAddr::from(self.canonical(base))));
     }
 
+    /// Empties `t[index]`, an entry at `height`.
     #[inline]
-    fn clear_entry(&mut self, t: *mut PTE, index: usize, old: PTE) {
-        let mut pte = old;
-        pte.clear();
+    fn clear_entry(&mut self, t: *mut PTE, index: usize, height: usize) {
         // SAFETY: `t[index]` is an entry of this table.
-        unsafe { write(t, index, pte) };
+        unsafe { write(t, index, empty_entry::<PTE>(height, self.table.invalid)) };
     }
 
     /// Queues an unlinked table for freeing after the next flush, and makes sure the flush
@@ -996,7 +1011,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             // SAFETY: `t` is an unlinked, still intact table at `height`.
             let pte = unsafe { read(t, index) };
             let va = base + index * span;
-            match kind(&pte, height) {
+            match kind(&pte, height, self.table.invalid) {
                 Kind::Empty => {}
                 Kind::Leaf => {
                     if pte.is_present() {
@@ -1023,7 +1038,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             path[h] = (table, index);
             // SAFETY: `table` is a live table at `h` on the path of `tva`.
             let pte = unsafe { read(table_ptr::<PTE, H>(table), index) };
-            match kind(&pte, h) {
+            match kind(&pte, h, self.table.invalid) {
                 Kind::Table(next) => table = next,
                 _ => return,
             }
@@ -1033,9 +1048,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         while h < geo.root_height() {
             let (parent, index) = path[h + 1];
             let p = table_ptr::<PTE, H>(parent);
-            // SAFETY: `p[index]` is the entry that links `table`.
-            let old = unsafe { read(p, index) };
-            self.clear_entry(p, index, old);
+            self.clear_entry(p, index, h + 1);
             self.defer_table(table, tva & !(Geometry::span(h + 1) - 1), h + 1);
             if h + 1 == geo.root_height() {
                 return;
@@ -1045,7 +1058,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let plink = unsafe { table_ptr::<PTE, H>(grand).add(gindex) };
             let empty = match Self::adjust_count(plink, -1) {
                 Some(count) => count == 0,
-                None => table_is_empty_near::<PTE>(p, index),
+                None => table_is_empty_near::<PTE>(p, index, h + 1, self.table.invalid),
             };
             if !empty {
                 return;
@@ -1118,7 +1131,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         loop {
             // SAFETY: `t` is a live table at `h`; the index is within its entries.
             let pte = unsafe { read(t, geo.index(tva, h)) };
-            match kind(&pte, h) {
+            match kind(&pte, h, self.table.invalid) {
                 Kind::Empty => return Err(PagingError::NotMapped),
                 Kind::Leaf => return Ok((pte, h)),
                 Kind::Table(next) => {
@@ -1132,10 +1145,15 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
 
 /// Whether every entry of a (non-root) table is unused, looking first at `index` and its
 /// neighbours (next to an entry just cleared is where a live entry is most likely).
-fn table_is_empty_near<PTE: GenericPTE>(t: *const PTE, index: usize) -> bool {
+fn table_is_empty_near<PTE: GenericPTE>(
+    t: *const PTE,
+    index: usize,
+    height: usize,
+    invalid: PhysAddr,
+) -> bool {
     let used = |i: usize| {
         // SAFETY: callers pass indices below the 512 entries of a non-root table.
-        !unsafe { read(t, i) }.is_unused()
+        kind(&unsafe { read(t, i) }, height, invalid) != Kind::Empty
     };
     if used(index) {
         return false;

@@ -48,7 +48,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Iterator for Mappings
             // SAFETY: `table` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(table_ptr::<PTE, H>(table), index) };
             let va = base + (index << Geometry::shift(height));
-            match kind(&pte, height) {
+            match kind(&pte, height, self._table.invalid) {
                 Kind::Empty => {}
                 Kind::Table(next) => {
                     self.stack[self.depth] = (next, 0, va);

@@ -20,18 +20,56 @@ pub(crate) enum Kind {
     Leaf,
 }
 
-/// Classifies an entry found at `height` (0 = last level).
+/// Classifies an entry found at `height` (0 = last level). `invalid` is the page table's
+/// invalid table (see [`GenericPTE::DIRECTORY_HAS_NO_VALID_BIT`]): a link to it is empty.
 ///
 /// Relies on the [`GenericPTE`] contract: a zero entry is unused; above the last level a
 /// leaf reports `is_huge()` whether present or not, and a table never does.
 #[inline(always)]
-pub(crate) fn kind<PTE: GenericPTE>(pte: &PTE, height: usize) -> Kind {
+pub(crate) fn kind<PTE: GenericPTE>(pte: &PTE, height: usize, invalid: PhysAddr) -> Kind {
     if pte.is_unused() {
         Kind::Empty
     } else if height == 0 || pte.is_huge() {
         Kind::Leaf
     } else {
-        Kind::Table(pte.paddr())
+        let next = pte.paddr();
+        if PTE::DIRECTORY_HAS_NO_VALID_BIT && next == invalid {
+            Kind::Empty
+        } else {
+            Kind::Table(next)
+        }
+    }
+}
+
+/// How a new table frame is initialised.
+#[derive(Clone, Copy)]
+pub(crate) enum Init<PTE> {
+    /// Every entry empty (zero).
+    Zero,
+    /// Left as the allocator gave it: the caller writes every entry.
+    Skip,
+    /// Every entry set to this one (a link to the invalid table).
+    Fill(PTE),
+}
+
+/// The value of an empty slot at `height`: zero, or a link to the invalid table above the
+/// last level of a format whose walker has no valid bit there.
+#[inline(always)]
+pub(crate) fn empty_entry<PTE: GenericPTE>(height: usize, invalid: PhysAddr) -> PTE {
+    let mut pte = PTE::new_table(invalid);
+    if !(PTE::DIRECTORY_HAS_NO_VALID_BIT && height > 0) {
+        pte.clear();
+    }
+    pte
+}
+
+/// How to initialise a new table at `height`.
+#[inline(always)]
+pub(crate) fn init_for<PTE: GenericPTE>(height: usize, invalid: PhysAddr) -> Init<PTE> {
+    if PTE::DIRECTORY_HAS_NO_VALID_BIT && height > 0 {
+        Init::Fill(empty_entry(height, invalid))
+    } else {
+        Init::Zero
     }
 }
 
@@ -69,6 +107,10 @@ pub(crate) unsafe fn write<PTE: GenericPTE>(table: *mut PTE, index: usize, pte: 
 /// `map`, `unmap`, … that return flush tokens, built on the cursor).
 pub struct PageTable64<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
     root_paddr: PhysAddr,
+    /// The invalid table every empty slot above the last level links to, for formats whose
+    /// walker has no valid bit there ([`GenericPTE::DIRECTORY_HAS_NO_VALID_BIT`]); 0
+    /// otherwise.
+    pub(crate) invalid: PhysAddr,
     #[cfg(feature = "copy-from")]
     pub(crate) borrowed: crate::cursor::Borrowed,
     _phantom: PhantomData<(M, PTE, H)>,
@@ -77,6 +119,10 @@ pub struct PageTable64<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H> {
     /// The shape of this table, computed from `M`.
     pub const GEOMETRY: Geometry = Geometry::of::<M>();
+    /// The frames every table holds, even with nothing mapped: the root, and the invalid
+    /// table of formats whose walker has no valid bit above the last level.
+    pub const BASE_FRAMES: usize =
+        Self::GEOMETRY.root_frames + PTE::DIRECTORY_HAS_NO_VALID_BIT as usize;
     const ENTRY_SIZE_OK: () = assert!(core::mem::size_of::<PTE>() == 8, "entries must be 8 bytes");
 
     /// Allocates and zeroes an empty root table.
@@ -87,23 +133,55 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
     pub fn try_new() -> PagingResult<Self> {
         #[allow(clippy::let_unit_value)]
         let () = Self::ENTRY_SIZE_OK;
+        // The invalid table links to itself at every level.
+        let invalid = if PTE::DIRECTORY_HAS_NO_VALID_BIT {
+            let frame = alloc_table::<M, PTE, H>(Init::Skip)?;
+            let link = PTE::new_table(frame);
+            let t = table_ptr::<PTE, H>(frame);
+            for i in 0..ENTRIES {
+                // SAFETY: `t` is the frame just allocated, of 512 entries.
+                unsafe { write(t, i, link) };
+            }
+            frame
+        } else {
+            PhysAddr::from_usize(0)
+        };
+        let root_height = Self::GEOMETRY.root_height();
         let frames = Self::GEOMETRY.root_frames;
-        let root_paddr = if frames == 1 {
-            alloc_table::<M, PTE, H>(true)?
+        let root = if frames == 1 {
+            alloc_table::<M, PTE, H>(init_for::<PTE>(root_height, invalid))
         } else {
             // A multi-frame root is aligned to its size (RISC-V x4, AArch64 concatenated).
             let bytes = frames * 4096;
-            let paddr = H::alloc_frames(frames, bytes).ok_or(PagingError::NoMemory)?;
-            if !check_frame::<M, PTE>(paddr, bytes, bytes) {
-                H::dealloc_frames(paddr, frames);
-                return Err(PagingError::BadFrame);
+            match H::alloc_frames(frames, bytes) {
+                None => Err(PagingError::NoMemory),
+                Some(paddr) if !check_frame::<M, PTE>(paddr, bytes, bytes) => {
+                    H::dealloc_frames(paddr, frames);
+                    Err(PagingError::BadFrame)
+                }
+                Some(paddr) => {
+                    let t = table_ptr::<PTE, H>(paddr);
+                    let empty = empty_entry::<PTE>(root_height, invalid);
+                    for i in 0..Self::GEOMETRY.root_entries {
+                        // SAFETY: the handler gave us `frames` contiguous frames at `paddr`.
+                        unsafe { write(t, i, empty) };
+                    }
+                    Ok(paddr)
+                }
             }
-            // SAFETY: the handler gave us `frames` contiguous frames at `paddr`.
-            unsafe { ptr::write_bytes(H::phys_to_virt(paddr).as_mut_ptr(), 0, bytes) };
-            paddr
+        };
+        let root_paddr = match root {
+            Ok(root) => root,
+            Err(e) => {
+                if PTE::DIRECTORY_HAS_NO_VALID_BIT {
+                    H::dealloc_frame(invalid);
+                }
+                return Err(e);
+            }
         };
         Ok(Self {
             root_paddr,
+            invalid,
             #[cfg(feature = "copy-from")]
             borrowed: Default::default(),
             _phantom: PhantomData,
@@ -144,7 +222,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
             // SAFETY: `table` is a live table of this page table at `height`, and the index
             // is within its entry count.
             let pte = unsafe { read(table, geo.index(vaddr, height)) };
-            match kind(&pte, height) {
+            match kind(&pte, height, self.invalid) {
                 Kind::Empty => return Err(PagingError::NotMapped),
                 Kind::Leaf => return Ok((pte, height)),
                 Kind::Table(next) => table = table_ptr::<PTE, H>(next),
@@ -195,7 +273,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
             }
             // SAFETY: `table` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(table, index) };
-            let entry_kind = kind(&pte, height);
+            let entry_kind = kind(&pte, height, self.invalid);
             if entry_kind == Kind::Empty || (entry_kind == Kind::Leaf && !pte.is_present()) {
                 continue;
             }
@@ -219,7 +297,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
     /// counted.
     pub fn table_frames(&self) -> usize {
         let geo = Self::GEOMETRY;
-        let mut count = geo.root_frames;
+        let mut count = Self::BASE_FRAMES;
         let root = table_ptr::<PTE, H>(self.root_paddr);
         for index in 0..geo.root_entries {
             if self.is_borrowed(index) {
@@ -227,8 +305,8 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
             }
             // SAFETY: the root is live; `index` is within its entries.
             let pte = unsafe { read(root, index) };
-            if let Kind::Table(next) = kind(&pte, geo.root_height()) {
-                count += count_tables::<PTE, H>(next, geo.root_height() - 1);
+            if let Kind::Table(next) = kind(&pte, geo.root_height(), self.invalid) {
+                count += count_tables::<PTE, H>(next, geo.root_height() - 1, self.invalid);
             }
         }
         count
@@ -263,15 +341,19 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
 }
 
 /// Counts the table at `paddr` (height `height`) and every table below it.
-fn count_tables<PTE: GenericPTE, H: PagingHandler>(paddr: PhysAddr, height: usize) -> usize {
+fn count_tables<PTE: GenericPTE, H: PagingHandler>(
+    paddr: PhysAddr,
+    height: usize,
+    invalid: PhysAddr,
+) -> usize {
     let mut count = 1;
     if height > 0 {
         let table = table_ptr::<PTE, H>(paddr);
         for index in 0..ENTRIES {
             // SAFETY: `table` is a live non-root table (512 entries).
             let pte = unsafe { read(table, index) };
-            if let Kind::Table(next) = kind(&pte, height) {
-                count += count_tables::<PTE, H>(next, height - 1);
+            if let Kind::Table(next) = kind(&pte, height, invalid) {
+                count += count_tables::<PTE, H>(next, height - 1, invalid);
             }
         }
     }
@@ -282,14 +364,18 @@ fn count_tables<PTE: GenericPTE, H: PagingHandler>(paddr: PhysAddr, height: usiz
 ///
 /// Only for tables no hardware walker can reach any more (never linked, or the whole page
 /// table is being dropped).
-pub(crate) fn free_tree<PTE: GenericPTE, H: PagingHandler>(paddr: PhysAddr, height: usize) {
+pub(crate) fn free_tree<PTE: GenericPTE, H: PagingHandler>(
+    paddr: PhysAddr,
+    height: usize,
+    invalid: PhysAddr,
+) {
     if height > 0 {
         let table = table_ptr::<PTE, H>(paddr);
         for index in 0..ENTRIES {
             // SAFETY: `table` is a live non-root table (512 entries) owned by the caller.
             let pte = unsafe { read(table, index) };
-            if let Kind::Table(next) = kind(&pte, height) {
-                free_tree::<PTE, H>(next, height - 1);
+            if let Kind::Table(next) = kind(&pte, height, invalid) {
+                free_tree::<PTE, H>(next, height - 1, invalid);
             }
         }
     }
@@ -320,19 +406,27 @@ pub(crate) fn check_table_frame<M: PagingMetaData, PTE: GenericPTE>(paddr: PhysA
     check_frame::<M, PTE>(paddr, 4096, 4096) && !PTE::new_table(paddr).is_unused()
 }
 
-/// Allocates one 4 KiB table frame, zeroed unless the caller is about to write every entry.
+/// Allocates one 4 KiB table frame, initialised as `init` says.
 #[inline]
 pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>(
-    zero: bool,
+    init: Init<PTE>,
 ) -> PagingResult<PhysAddr> {
     let paddr = H::alloc_frame().ok_or(PagingError::NoMemory)?;
     if !check_table_frame::<M, PTE>(paddr) {
         H::dealloc_frame(paddr);
         return Err(PagingError::BadFrame);
     }
-    if zero {
+    match init {
         // SAFETY: the handler gave us this 4 KiB frame; nothing else references it.
-        unsafe { ptr::write_bytes(H::phys_to_virt(paddr).as_mut_ptr(), 0, 4096) };
+        Init::Zero => unsafe { ptr::write_bytes(H::phys_to_virt(paddr).as_mut_ptr(), 0, 4096) },
+        Init::Skip => {}
+        Init::Fill(pte) => {
+            let t = table_ptr::<PTE, H>(paddr);
+            for i in 0..ENTRIES {
+                // SAFETY: as above; the frame holds 512 entries.
+                unsafe { write(t, i, pte) };
+            }
+        }
     }
     Ok(paddr)
 }
@@ -351,9 +445,12 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop for PageTable64<
             }
             // SAFETY: the root is live; `index` is within its entries.
             let pte = unsafe { read(root, index) };
-            if let Kind::Table(next) = kind(&pte, geo.root_height()) {
-                free_tree::<PTE, H>(next, geo.root_height() - 1);
+            if let Kind::Table(next) = kind(&pte, geo.root_height(), self.invalid) {
+                free_tree::<PTE, H>(next, geo.root_height() - 1, self.invalid);
             }
+        }
+        if PTE::DIRECTORY_HAS_NO_VALID_BIT {
+            H::dealloc_frame(self.invalid);
         }
         if geo.root_frames == 1 {
             H::dealloc_frame(self.root_paddr);

@@ -362,7 +362,7 @@ fn reclaim<M: PagingMetaData<VirtAddr = VirtAddr>, P: GenericPTE>() {
     assert!(t.mappings().next().is_none());
     assert_eq!(
         t.table_frames(),
-        PageTable64::<M, P, SimHandler>::GEOMETRY.root_frames
+        PageTable64::<M, P, SimHandler>::BASE_FRAMES
     );
     assert!(root > t.table_frames());
     assert_eq!(alloc::live_frames(), t.table_frames());

@@ -514,7 +514,7 @@ impl<T: Format> Harness<T> {
             assert_eq!(g, w, "leaf");
         }
         let levels = T::M::LEVELS;
-        let root_frames = PageTable64::<T::M, T::PTE, SimHandler>::GEOMETRY.root_frames;
+        let root_frames = PageTable64::<T::M, T::PTE, SimHandler>::BASE_FRAMES;
         assert_eq!(
             self.table.table_frames(),
             self.model.min_table_frames(levels, root_frames),

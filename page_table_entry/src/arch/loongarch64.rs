@@ -273,6 +273,9 @@ impl GenericPTE for LA64PTE {
         ret
     }
 
+    /// `LDDIR` has no valid bit: empty directory slots must point at an invalid table.
+    const DIRECTORY_HAS_NO_VALID_BIT: bool = true;
+
     const PA_BITS: usize = 48;
 }
 
