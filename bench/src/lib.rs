@@ -339,7 +339,15 @@ pub fn run(cfg: &Config) -> Summary {
         .fold(0usize, |s, &k| s.wrapping_add(libs::PA_RANDOM + (k << 12)));
     let mut samples: [Vec<LibRound>; 3] = Default::default();
     for round in 0..cfg.warmup + cfg.rounds {
-        for (l, lib) in Lib::ALL.into_iter().enumerate() {
+        // The order rotates every round, so no library always runs first (or right after
+        // the same one) with the caches and the host's memory in the same state.
+        for (l, lib) in Lib::ALL
+            .into_iter()
+            .enumerate()
+            .cycle()
+            .skip(round % 3)
+            .take(3)
+        {
             let r = match lib {
                 Lib::Ours => libs::round_ours(&sim, cfg, &plan),
                 Lib::V062 => libs::round_old(&sim, cfg, &plan),
