@@ -84,6 +84,22 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
         }
     }
 
+    /// The present mappings that are both writable and executable (a W^X audit, as Linux's
+    /// `ptdump_check_wx`), in address order.
+    pub fn writable_and_executable(&self) -> impl Iterator<Item = Mapping> + '_ {
+        self.mappings().filter(|m| {
+            m.present
+                && m.flags
+                    .contains(MappingFlags::WRITE | MappingFlags::EXECUTE)
+        })
+    }
+
+    /// The present mappings accessible at user privilege, in address order.
+    pub fn user_accessible(&self) -> impl Iterator<Item = Mapping> + '_ {
+        self.mappings()
+            .filter(|m| m.present && m.flags.contains(MappingFlags::USER))
+    }
+
     /// A readable dump of the table: runs of leaves with the same size and flags that are
     /// contiguous in both address spaces are merged into one line.
     pub fn dump(&self) -> Dump<'_, M, PTE, H> {
