@@ -689,6 +689,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return self.map_pages(t, start, end, spec, false);
         }
         let span = Geometry::span(height);
+        let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, height > 0);
         let mut added = 0;
         for Chunk {
             index,
@@ -713,8 +714,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let failure = match (kind(&pte, height, self.table.invalid), leaf_pa) {
                 (Kind::Empty, Some(pa)) => match Self::check_pa(pa, span) {
                     Ok(()) => {
+                        let mut leaf = template;
+                        leaf.set_paddr(pa);
                         // SAFETY: as above.
-                        unsafe { write(t, index, PTE::new_page(pa, spec.flags, height > 0)) };
+                        unsafe { write(t, index, leaf) };
                         self.record(base, height);
                         added += 1;
                         continue;
