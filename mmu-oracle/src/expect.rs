@@ -173,6 +173,43 @@ pub struct Comparison {
     pub report: crate::RunReport,
 }
 
+/// The outcome `table`'s `query` implies for each probe ([`expected`]).
+pub fn expectations<M, PTE, H>(
+    config: &Config,
+    table: &PageTable64<M, PTE, H>,
+    probes: &[Probe],
+) -> Vec<Outcome>
+where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+    H: PagingHandler,
+{
+    probes
+        .iter()
+        .map(|p| expected(config, p, query(table, p.va)))
+        .collect()
+}
+
+/// The probes of `report` whose hardware outcome does not agree with `want` (one
+/// expectation per probe, in order).
+pub fn mismatches(probes: &[Probe], want: &[Outcome], report: &crate::RunReport) -> Vec<Mismatch> {
+    assert_eq!(probes.len(), want.len(), "one expectation per probe");
+    probes
+        .iter()
+        .zip(want)
+        .zip(report.outcomes.iter().zip(&report.records))
+        .enumerate()
+        .filter(|(_, ((p, w), (got, _)))| !got.agrees_with(w, p.kind == Access::Exec))
+        .map(|(index, ((p, w), (got, rec)))| Mismatch {
+            index,
+            probe: *p,
+            expected: *w,
+            hardware: *got,
+            record: *rec,
+        })
+        .collect()
+}
+
 /// Runs `probes` through `table` on the MMU and compares each outcome with the one the
 /// table's `query` implies ([`expected`]).
 pub fn check_table<M, PTE>(
@@ -186,24 +223,8 @@ where
     PTE: GenericPTE,
 {
     let root = table.root_paddr().as_usize() as u64;
-    let want: Vec<Outcome> = probes
-        .iter()
-        .map(|p| expected(config, p, query(table, p.va)))
-        .collect();
+    let want = expectations(config, table, probes);
     let report = img.run(config, root, probes)?;
-    let mismatches = probes
-        .iter()
-        .zip(&want)
-        .zip(report.outcomes.iter().zip(&report.records))
-        .enumerate()
-        .filter(|(_, ((p, w), (got, _)))| !got.agrees_with(w, p.kind == Access::Exec))
-        .map(|(index, ((p, w), (got, rec)))| Mismatch {
-            index,
-            probe: *p,
-            expected: *w,
-            hardware: *got,
-            record: *rec,
-        })
-        .collect();
+    let mismatches = mismatches(probes, &want, &report);
     Ok(Comparison { mismatches, report })
 }

@@ -27,6 +27,7 @@ mod image;
 pub mod layout;
 mod runner;
 pub mod tools;
+pub mod walk;
 
 pub use image::{Image, OracleHandler};
 pub use runner::{Record, RunReport};

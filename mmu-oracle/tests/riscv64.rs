@@ -210,3 +210,36 @@ fn raw_accessed_dirty() {
         }
     }
 }
+
+/// A broken encoding makes the oracle fail: U set on a kernel RW 4 KiB page, W set on a
+/// kernel RX 2 MiB page, in the image after the library wrote them.
+#[test]
+fn tampered_leaf_is_detected() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    use page_table_multiarch::{MappingFlags as F, PageSize};
+    let n = common::tamper_suite::<
+        page_table_multiarch::riscv::Sv39MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(
+        Config::riscv(RiscvMode::Sv39),
+        &[
+            common::Tamper {
+                size: PageSize::Size4K,
+                flags: F::READ | F::WRITE,
+                set: U,
+                clear: 0,
+                becomes: F::READ | F::WRITE | F::USER,
+            },
+            common::Tamper {
+                size: PageSize::Size2M,
+                flags: F::READ | F::EXECUTE,
+                set: W,
+                clear: 0,
+                becomes: F::READ | F::WRITE | F::EXECUTE,
+            },
+        ],
+    );
+    assert!(n > 0);
+}

@@ -128,3 +128,36 @@ fn library_smep_smap() {
         &common::strict,
     );
 }
+
+/// A broken encoding makes the oracle fail: US set and NX cleared on a kernel RW 4 KiB
+/// page, RW set on a read-only 2 MiB page, in the image after the library wrote them.
+#[test]
+fn tampered_leaf_is_detected() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    use page_table_multiarch::{MappingFlags as F, PageSize};
+    let n = common::tamper_suite::<
+        page_table_multiarch::x86_64::X64PagingMetaData,
+        page_table_entry::x86_64::X64PTE,
+    >(
+        Config::x86_64(),
+        &[
+            common::Tamper {
+                size: PageSize::Size4K,
+                flags: F::READ | F::WRITE,
+                set: US,
+                clear: XD,
+                becomes: F::READ | F::WRITE | F::EXECUTE | F::USER,
+            },
+            common::Tamper {
+                size: PageSize::Size2M,
+                flags: F::READ,
+                set: RW,
+                clear: 0,
+                becomes: F::READ | F::WRITE,
+            },
+        ],
+    );
+    assert!(n > 0);
+}
