@@ -324,7 +324,7 @@ impl Image {
                 .map_err(|e| OracleError::io("write page0.bin", e))?;
         }
         let huge = layout.huge_1g;
-        let huge_ok = huge != 0 && huge + (1 << 30) <= layout.ram_base + layout.ram_size;
+        let huge_ok = layout.huge_1g_backed();
         if huge_ok {
             write(huge, &tags(arch, huge, HUGE_TAGGED))?;
             let top = huge + (1 << 30) - HUGE_TAGGED;

@@ -149,3 +149,23 @@ fn tampered_leaf_is_detected() {
     );
     assert!(n > 0);
 }
+
+/// Seeded random sequences of cursor operations, then every leaf on the MMU.
+#[test]
+fn random_tables() {
+    if !mmu_oracle::available(Arch::Aarch64) {
+        return;
+    }
+    for seed in common::random::seeds(0xa64) {
+        common::random::random_suite::<
+            page_table_multiarch::aarch64::A64PagingMetaData,
+            page_table_entry::aarch64::A64PTEEl1,
+        >(
+            Config::Aarch64 {
+                mair: page_table_entry::aarch64::MemAttr::MAIR_VALUE,
+            },
+            seed,
+            common::random::STEPS,
+        );
+    }
+}

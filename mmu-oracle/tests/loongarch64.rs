@@ -186,3 +186,17 @@ fn tampered_leaf_is_detected() {
     );
     assert!(n > 0);
 }
+
+/// Seeded random sequences of cursor operations, then every leaf on the MMU.
+#[test]
+fn random_tables() {
+    if !mmu_oracle::available(Arch::LoongArch64) {
+        return;
+    }
+    for seed in common::random::seeds(0x1a64) {
+        common::random::random_suite::<
+            page_table_multiarch::loongarch64::LA64MetaData,
+            page_table_entry::loongarch64::LA64PTE,
+        >(Config::LoongArch64, seed, common::random::STEPS);
+    }
+}

@@ -243,3 +243,45 @@ fn tampered_leaf_is_detected() {
     );
     assert!(n > 0);
 }
+
+/// Seeded random sequences of cursor operations (Sv39), then every leaf on the MMU.
+#[test]
+fn random_tables_sv39() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    for seed in common::random::seeds(0x539) {
+        common::random::random_suite::<
+            page_table_multiarch::riscv::Sv39MetaData,
+            page_table_entry::riscv::Rv64PTE,
+        >(Config::riscv(RiscvMode::Sv39), seed, common::random::STEPS);
+    }
+}
+
+/// Seeded random sequences of cursor operations (Sv48), then every leaf on the MMU.
+#[test]
+fn random_tables_sv48() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    for seed in common::random::seeds(0x548) {
+        common::random::random_suite::<
+            page_table_multiarch::riscv::Sv48MetaData,
+            page_table_entry::riscv::Rv64PTE,
+        >(Config::riscv(RiscvMode::Sv48), seed, common::random::STEPS);
+    }
+}
+
+/// Seeded random sequences of cursor operations (Sv57), then every leaf on the MMU.
+#[test]
+fn random_tables_sv57() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    for seed in common::random::seeds(0x557) {
+        common::random::random_suite::<
+            page_table_multiarch::riscv::Sv57MetaData,
+            page_table_entry::riscv::Rv64PTE,
+        >(Config::riscv(RiscvMode::Sv57), seed, common::random::STEPS);
+    }
+}

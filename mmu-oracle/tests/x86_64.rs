@@ -161,3 +161,39 @@ fn tampered_leaf_is_detected() {
     );
     assert!(n > 0);
 }
+
+/// Seeded random sequences of cursor operations, then every leaf on the MMU.
+#[test]
+fn random_tables_4level() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    for seed in common::random::seeds(0x8640) {
+        common::random::random_suite::<
+            page_table_multiarch::x86_64::X64PagingMetaData,
+            page_table_entry::x86_64::X64PTE,
+        >(Config::x86_64(), seed, common::random::STEPS);
+    }
+}
+
+/// Seeded random sequences of cursor operations (5-level), then every leaf on the MMU.
+#[test]
+fn random_tables_la57() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    for seed in common::random::seeds(0x8650) {
+        common::random::random_suite::<
+            page_table_multiarch::x86_64::X64PagingMetaDataLa57,
+            page_table_entry::x86_64::X64PTE,
+        >(
+            Config::X86_64 {
+                la57: true,
+                smep: false,
+                smap: false,
+            },
+            seed,
+            common::random::STEPS,
+        );
+    }
+}

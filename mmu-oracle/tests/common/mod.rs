@@ -1,6 +1,8 @@
 //! Helpers shared by the oracle tests.
 #![allow(dead_code)]
 
+pub mod random;
+
 use std::time::Instant;
 
 use mmu_oracle::{Access, Config, Image, Outcome, Probe};
