@@ -89,15 +89,17 @@ fn aarch64(config: &Config, p: &Probe, r: &Record) -> Option<FaultKind> {
     })
 }
 
-/// RISC-V: `info = [mcause, mtval, mepc, status of a permissive load]`. Page faults do not
-/// say why; a second load of the same VA in S-mode with SUM and MXR set tells a valid leaf
-/// (`Permission`) from no translation (`NotMapped`).
+/// RISC-V: `info = [mcause, mtval, mepc, status | mcause << 8 of a permissive load]`.
+/// Page faults do not say why; a second load of the same VA in S-mode with SUM and MXR set
+/// tells a valid leaf (`Permission`: the load completes, or translates and then raises an
+/// access fault because no memory is there) from no translation (`NotMapped`).
 fn riscv(config: &Config, p: &Probe, r: &Record) -> Option<FaultKind> {
     let [cause, _tval, epc, permissive] = r.info;
+    let translated = permissive == status::OK || permissive >> 8 == 5;
     Some(match cause {
         2 if p.kind == Access::Exec && epc == va_word(p) => return None,
         12 | 13 | 15 if !config.is_canonical(p.va) => FaultKind::NonCanonical,
-        12 | 13 | 15 if permissive == status::OK => FaultKind::Permission,
+        12 | 13 | 15 if translated => FaultKind::Permission,
         12 | 13 | 15 => FaultKind::NotMapped,
         1 | 5 | 7 => FaultKind::External,
         c => FaultKind::Other(c),

@@ -20,7 +20,7 @@ pub struct Record {
     /// Exception information:
     /// x86 `[vector, error code, CR2, RIP]`;
     /// AArch64 `[ESR_EL1, FAR_EL1, ELR_EL1, PAR_EL1 after AT]`;
-    /// RISC-V `[mcause, mtval, mepc, permissive-load status]`;
+    /// RISC-V `[mcause, mtval, mepc, permissive-load status | its mcause << 8]`;
     /// LoongArch `[ESTAT, BADV, ERA, PA from the TLB after a store whose pre-load faulted]`.
     pub info: [u64; 4],
     /// Stores only: status of the load of the same word made first (2: none made).

@@ -169,3 +169,17 @@ fn random_tables() {
         );
     }
 }
+
+/// A kernel address space as in the tour example: built, split, unmapped.
+#[test]
+fn kernel_space() {
+    if !mmu_oracle::available(Arch::Aarch64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::aarch64::A64PagingMetaData,
+        page_table_entry::aarch64::A64PTEEl1,
+    >(Config::Aarch64 {
+        mair: page_table_entry::aarch64::MemAttr::MAIR_VALUE,
+    });
+}

@@ -200,3 +200,15 @@ fn random_tables() {
         >(Config::LoongArch64, seed, common::random::STEPS);
     }
 }
+
+/// A kernel address space as in the tour example: built, split, unmapped.
+#[test]
+fn kernel_space() {
+    if !mmu_oracle::available(Arch::LoongArch64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::loongarch64::LA64MetaData,
+        page_table_entry::loongarch64::LA64PTE,
+    >(Config::LoongArch64);
+}

@@ -285,3 +285,39 @@ fn random_tables_sv57() {
         >(Config::riscv(RiscvMode::Sv57), seed, common::random::STEPS);
     }
 }
+
+/// A kernel address space as in the tour example (Sv39): built, split, unmapped.
+#[test]
+fn kernel_space_sv39() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::riscv::Sv39MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv39));
+}
+
+/// A kernel address space as in the tour example (Sv48): built, split, unmapped.
+#[test]
+fn kernel_space_sv48() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::riscv::Sv48MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv48));
+}
+
+/// A kernel address space as in the tour example (Sv57): built, split, unmapped.
+#[test]
+fn kernel_space_sv57() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::riscv::Sv57MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv57));
+}

@@ -197,3 +197,31 @@ fn random_tables_la57() {
         );
     }
 }
+
+/// A kernel address space as in the tour example: built, split, unmapped.
+#[test]
+fn kernel_space_4level() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::x86_64::X64PagingMetaData,
+        page_table_entry::x86_64::X64PTE,
+    >(Config::x86_64());
+}
+
+/// A kernel address space as in the tour example (5-level): built, split, unmapped.
+#[test]
+fn kernel_space_la57() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::x86_64::X64PagingMetaDataLa57,
+        page_table_entry::x86_64::X64PTE,
+    >(Config::X86_64 {
+        la57: true,
+        smep: false,
+        smap: false,
+    });
+}

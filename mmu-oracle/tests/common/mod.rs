@@ -1,6 +1,7 @@
 //! Helpers shared by the oracle tests.
 #![allow(dead_code)]
 
+pub mod kernel;
 pub mod random;
 
 use std::time::Instant;
@@ -178,6 +179,31 @@ pub fn loongarch_filter<M, PTE>(
             p.kind != Access::Exec || matches!(expected(config, p, q), Outcome::Ok { .. });
         let aliased = q == Translation::InvalidVa && config.is_canonical(p.va);
         exec_ok && !aliased
+    });
+}
+
+/// Drops the probes the table maps to memory without tags where the access is expected
+/// to succeed (a load there could not show where it landed) and every fetch the table
+/// maps to such memory (the guest would run whatever it finds there).
+pub fn keep_tagged<M, PTE>(
+    img: &Image,
+    config: &Config,
+    table: &PageTable64<M, PTE, OracleHandler>,
+    probes: &mut Vec<Probe>,
+) where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+{
+    let layout = img.layout();
+    probes.retain(|p| match query(table, p.va) {
+        Translation::Mapped(m) if !layout.is_tagged(m.pa & !7) => {
+            p.kind != Access::Exec
+                && !matches!(
+                    expected(config, p, Translation::Mapped(m)),
+                    Outcome::Ok { .. }
+                )
+        }
+        _ => true,
     });
 }
 

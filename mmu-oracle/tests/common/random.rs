@@ -2,9 +2,9 @@
 //! comparison of the resulting table with the MMU.
 
 use memory_addr::{PhysAddr, VirtAddr};
-use mmu_oracle::expect::{Translation, expected, query};
+use mmu_oracle::expect::{expected, query};
 use mmu_oracle::layout::DATA;
-use mmu_oracle::{Access, Arch, Config, Image, OracleHandler, Outcome, Probe};
+use mmu_oracle::{Arch, Config, Image, OracleHandler, Outcome, Probe};
 use page_table_multiarch::{
     GenericPTE, Mapping, MappingFlags, PageSize, PageTable64, PagingError, PagingMetaData,
 };
@@ -473,19 +473,7 @@ where
         let a = w + (run.rng.below(GIGS * G1) & !7);
         probes.extend([Probe::load(a), Probe::store(a), Probe::load(a).user()]);
     }
-    // Keep only probes whose allowed outcome lands on tagged memory (a load must reveal
-    // its address; a fetch must reach a trap).
-    let layout = img.layout();
-    probes.retain(|p| match query(&run.pt, p.va) {
-        Translation::Mapped(m) if !layout.is_tagged(m.pa & !7) => {
-            p.kind != Access::Exec
-                && !matches!(
-                    expected(&config, p, Translation::Mapped(m)),
-                    Outcome::Ok { .. }
-                )
-        }
-        _ => true,
-    });
+    super::keep_tagged(&img, &config, &run.pt, &mut probes);
     let allowed = probes
         .iter()
         .filter(|p| {
