@@ -27,6 +27,8 @@ pub struct Mapping {
     pub pa: u64,
     /// The flags of the leaf.
     pub flags: MappingFlags,
+    /// The size of the leaf (4 KiB, 2 MiB or 1 GiB).
+    pub size: u64,
 }
 
 /// What the library says about a virtual address.
@@ -52,9 +54,10 @@ where
     H: PagingHandler,
 {
     match table.query(VirtAddr::from(va as usize)) {
-        Ok((pa, flags, _)) => Translation::Mapped(Mapping {
+        Ok((pa, flags, size)) => Translation::Mapped(Mapping {
             pa: pa.as_usize() as u64,
             flags,
+            size: size as u64,
         }),
         Err(PagingError::NotMapped) => Translation::NotMapped,
         Err(PagingError::InvalidVirtAddr) => Translation::InvalidVa,
@@ -64,7 +67,17 @@ where
 
 /// The outcome the hardware should produce for `probe` when the library says its VA
 /// translates as `t`.
+///
+/// On x86_64 under KVM the vCPU's [`KvmCaps`](crate::KvmCaps) apply first: without 1 GiB
+/// pages, a 1 GiB leaf is a reserved-bit violation (#PF with RSVD) for every access.
 pub fn expected(config: &Config, probe: &Probe, t: Translation) -> Outcome {
+    let kvm = match config {
+        Config::X86_64 {
+            accel: crate::X86Accel::Kvm(caps),
+            ..
+        } => Some(*caps),
+        _ => None,
+    };
     let m = match t {
         Translation::Mapped(m) => m,
         Translation::NotMapped => return Outcome::Fault(FaultKind::NotMapped),
@@ -73,6 +86,9 @@ pub fn expected(config: &Config, probe: &Probe, t: Translation) -> Outcome {
     let f = m.flags;
     if !f.is_accessible() {
         return Outcome::Fault(FaultKind::NotMapped);
+    }
+    if kvm.is_some_and(|caps| !caps.pdpe1gb) && m.size == 1 << 30 {
+        return Outcome::Fault(FaultKind::Reserved);
     }
     let user_page = f.contains(MappingFlags::USER);
     let allowed = match config {

@@ -97,15 +97,7 @@ fn library_la57() {
     common::library_suite::<
         page_table_multiarch::x86_64::X64PagingMetaDataLa57,
         page_table_entry::x86_64::X64PTE,
-    >(
-        Config::X86_64 {
-            la57: true,
-            smep: false,
-            smap: false,
-        },
-        true,
-        &common::strict,
-    );
+    >(Config::x86_64_la57(), true, &common::strict);
 }
 
 /// Tables built by page_table_multiarch with CR4.SMEP and CR4.SMAP set: kernel fetches
@@ -123,6 +115,7 @@ fn library_smep_smap() {
             la57: false,
             smep: true,
             smap: true,
+            accel: mmu_oracle::X86Accel::Tcg,
         },
         true,
         &common::strict,
@@ -186,15 +179,7 @@ fn random_tables_la57() {
         common::random::random_suite::<
             page_table_multiarch::x86_64::X64PagingMetaDataLa57,
             page_table_entry::x86_64::X64PTE,
-        >(
-            Config::X86_64 {
-                la57: true,
-                smep: false,
-                smap: false,
-            },
-            seed,
-            common::random::STEPS,
-        );
+        >(Config::x86_64_la57(), seed, common::random::STEPS);
     }
 }
 
@@ -219,9 +204,5 @@ fn kernel_space_la57() {
     common::kernel::kernel_space::<
         page_table_multiarch::x86_64::X64PagingMetaDataLa57,
         page_table_entry::x86_64::X64PTE,
-    >(Config::X86_64 {
-        la57: true,
-        smep: false,
-        smap: false,
-    });
+    >(Config::x86_64_la57());
 }

@@ -26,7 +26,7 @@ pub fn check(img: &Image, config: &Config, root: u64, cases: &[(Probe, Outcome)]
         }
     }
     eprintln!(
-        "{config:?}: {} probes, QEMU {:.2?}, total {:.2?}",
+        "{config:?}: {} probes, run {:.2?}, total {:.2?}",
         cases.len(),
         report.elapsed,
         t.elapsed()
@@ -129,14 +129,14 @@ where
     M: PagingMetaData<VirtAddr = VirtAddr>,
     PTE: GenericPTE,
 {
-    loongarch_filter(config, table, &mut probes);
+    backend_filter(config, table, &mut probes);
     let t = Instant::now();
     let cmp = check_table(img, config, table, &probes)
         .unwrap_or_else(|e| panic!("{what}: oracle run failed: {e}"));
     let (accepted, bad): (Vec<Mismatch>, Vec<Mismatch>) =
         cmp.mismatches.into_iter().partition(|m| tolerated(m));
     eprintln!(
-        "{what} {config:?}: {} probes, QEMU {:.2?}, total {:.2?}{}",
+        "{what} {config:?}: {} probes, run {:.2?}, total {:.2?}{}",
         probes.len(),
         cmp.report.elapsed,
         t.elapsed(),
@@ -158,11 +158,12 @@ where
     accepted
 }
 
-/// Drops the LoongArch probes the emulator cannot run (does nothing elsewhere): fetches
-/// the table says fault (QEMU livelocks on a fetch from a non-executable page), and VAs
-/// whose bit 47 differs from bits 63:48, which the hardware translates (PGDH = PGDL = the
-/// root) and the library calls invalid.
-pub fn loongarch_filter<M, PTE>(
+/// Drops the probes the machine cannot run: on LoongArch, fetches the table says fault
+/// (QEMU livelocks on a fetch from a non-executable page), and VAs whose bit 47 differs
+/// from bits 63:48, which the hardware translates (PGDH = PGDL = the root) and the library
+/// calls invalid; on an x86 KVM whose CPL3 accesses to the upper half do not follow the
+/// table (PVM), CPL3 probes there.
+pub fn backend_filter<M, PTE>(
     config: &Config,
     table: &PageTable64<M, PTE, OracleHandler>,
     probes: &mut Vec<Probe>,
@@ -170,6 +171,15 @@ pub fn loongarch_filter<M, PTE>(
     M: PagingMetaData<VirtAddr = VirtAddr>,
     PTE: GenericPTE,
 {
+    if let Config::X86_64 {
+        accel: mmu_oracle::X86Accel::Kvm(caps),
+        ..
+    } = config
+    {
+        if !caps.user_upper_half {
+            probes.retain(|p| !(p.user && p.va >> 63 == 1));
+        }
+    }
     if config.arch() != mmu_oracle::Arch::LoongArch64 {
         return;
     }
@@ -497,7 +507,7 @@ where
         probes.push(Probe::load(a));
         probes.push(Probe::store(a).user());
     }
-    loongarch_filter(&config, &pt, &mut probes);
+    backend_filter(&config, &pt, &mut probes);
     let want = mmu_oracle::expect::expectations(&config, &pt, &probes);
 
     // Tamper with the middle leaves, in the image only (the library's handle is unchanged).
@@ -533,7 +543,7 @@ where
             (Some(flags), Translation::Mapped(m)) => expected(
                 &config,
                 p,
-                Translation::Mapped(mmu_oracle::expect::Mapping { pa: m.pa, flags }),
+                Translation::Mapped(mmu_oracle::expect::Mapping { flags, ..m }),
             ),
             _ => *w,
         })
@@ -553,7 +563,7 @@ where
     let stale = mmu_oracle::expect::mismatches(&probes, &want, &report);
     let found: Vec<usize> = stale.iter().map(|m| m.index).collect();
     eprintln!(
-        "tampered {config:?}: {} probes, QEMU {:.2?}, total {:.2?}, {} mismatches",
+        "tampered {config:?}: {} probes, run {:.2?}, total {:.2?}, {} mismatches",
         probes.len(),
         report.elapsed,
         t0.elapsed(),
