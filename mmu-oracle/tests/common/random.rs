@@ -160,9 +160,19 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Run<'_, M, PTE> {
         leaf.vaddr as u64 + page * K4
     }
 
-    /// A range that starts inside a random leaf and may run past its end.
+    /// A range that starts inside a random leaf (a huge one, two times in three, where
+    /// there is one, so that the range splits it) and may run past its end.
     fn range_over_leaf(&mut self) -> Option<(u64, u64)> {
-        let leaf = self.random_leaf(false)?;
+        let huge: Vec<Mapping> = self
+            .leaves()
+            .into_iter()
+            .filter(|m| m.size != PageSize::Size4K)
+            .collect();
+        let leaf = if !huge.is_empty() && self.rng.chance(2, 3) {
+            *self.rng.pick(&huge)
+        } else {
+            self.random_leaf(false)?
+        };
         let start = self.inside(&leaf);
         let pages = self.rng.range(1, 1024);
         Some((start, pages * K4))
@@ -282,7 +292,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Run<'_, M, PTE> {
             }
             53..=64 => {
                 if let Some((start, len)) = self.range_over_leaf() {
-                    let fail = self.rng.chance(1, 6);
+                    let fail = self.rng.chance(1, 3);
                     let r = self.splitting(fail, |c| c.unmap_region(va(start), len as usize));
                     count(&mut self.stats.unmap_region, &r);
                 }
@@ -297,7 +307,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Run<'_, M, PTE> {
             }
             73..=86 => {
                 if let Some((start, len)) = self.range_over_leaf() {
-                    let fail = self.rng.chance(1, 6);
+                    let fail = self.rng.chance(1, 3);
                     let flags = self.flags();
                     let r =
                         self.splitting(fail, |c| c.protect_region(va(start), len as usize, flags));
@@ -322,7 +332,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Run<'_, M, PTE> {
     }
 
     /// Runs a range operation that may split huge pages, optionally with an allocator
-    /// that gives at most one frame: on failure the table must be unchanged.
+    /// that gives no frame: on failure the table must be unchanged.
     fn splitting(
         &mut self,
         fail: bool,
@@ -332,8 +342,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Run<'_, M, PTE> {
     ) -> Result<(), PagingError> {
         let before = fail.then(|| (self.leaves(), self.img.tables_live()));
         if fail {
-            let k = self.rng.below(2) as usize;
-            self.img.fail_allocations_after(Some(k));
+            self.img.fail_allocations_after(Some(0));
         }
         let r = op(&mut self.pt.cursor());
         self.img.fail_allocations_after(None);
@@ -424,9 +433,10 @@ where
     let max = budget / per_leaf;
     let mut chosen: Vec<usize> = (0..leaves.len()).collect();
     if leaves.len() > max {
-        // Huge leaves and the leaves at the edges of runs (where the neighbour is a hole,
-        // or differs in size, flags or physical contiguity) first, then a random sample of
-        // the rest.
+        // First the present leaves on tagged memory (whose allowed accesses can be seen),
+        // then the rest; in each group, huge leaves and the leaves at the edges of runs
+        // (where the neighbour is a hole, or differs in size, flags or physical contiguity)
+        // first; at random within each class.
         let continues = |a: &Mapping, b: &Mapping| {
             let size = size_of(a.size);
             a.vaddr as u64 + size == b.vaddr as u64
@@ -435,18 +445,21 @@ where
                 && a.present == b.present
                 && a.paddr.as_usize() as u64 + size == b.paddr.as_usize() as u64
         };
-        let (mut edges, mut rest): (Vec<usize>, Vec<usize>) = chosen.iter().partition(|&&i| {
-            leaves[i].size != PageSize::Size4K
+        let tagged = img.layout().tagged();
+        let score = |i: usize| {
+            let m = &leaves[i];
+            let (pa, size) = (m.paddr.as_usize() as u64, size_of(m.size));
+            let seen = m.present && tagged.iter().any(|r| r.start < pa + size && pa < r.end);
+            let edge = m.size != PageSize::Size4K
                 || i == 0
                 || i + 1 == leaves.len()
-                || !continues(&leaves[i - 1], &leaves[i])
-                || !continues(&leaves[i], &leaves[i + 1])
-        });
-        run.rng.shuffle(&mut edges);
-        edges.truncate(max * 3 / 4);
-        run.rng.shuffle(&mut rest);
-        rest.truncate(max - edges.len());
-        chosen = edges.into_iter().chain(rest).collect();
+                || !continues(&leaves[i - 1], m)
+                || !continues(m, &leaves[i + 1]);
+            2 * u8::from(seen) + u8::from(edge)
+        };
+        run.rng.shuffle(&mut chosen);
+        chosen.sort_by_key(|&i| std::cmp::Reverse(score(i)));
+        chosen.truncate(max);
         chosen.sort_unstable();
     }
     let mut probes = Vec::new();
