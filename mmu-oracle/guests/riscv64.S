@@ -17,7 +17,8 @@
 # the guest writes 0x40 done magic,
 # 0x48 progress, 0x50 error code.
 # Result (64 bytes): 0x00 status, 0x08 value, 0x10 mcause, 0x18 mtval, 0x20 mepc,
-# 0x28 permissive-load status (2: not made), 0x30 pre-load status, 0x38 pre-load value.
+# 0x28 permissive-load status (2: not made) | its mcause << 8, 0x30 pre-load status,
+# 0x38 pre-load value.
 
     .option norvc
     .set IMG_BASE, 0x81000000
@@ -144,6 +145,8 @@ probe_loop:
 2:  mv a1, s5
     li a2, 0x600
     call do_access
+    slli t0, a5, 8
+    or a0, a0, t0
     sd a0, 0x28(s7)
 3:  addi s4, s4, 1
     j probe_loop

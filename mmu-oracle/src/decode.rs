@@ -19,6 +19,9 @@ pub(crate) fn page0(config: &Config) -> Vec<u8> {
 /// LoongArch page-0 poison: address 0 with V | D | PLV3 | MAT=CC | P | W.
 pub const LA_PAGE0_WORD: u64 = 1 | 1 << 1 | 3 << 2 | 1 << 4 | 1 << 7 | 1 << 8;
 
+/// The KVM backend's pseudo-vector for a `hlt` exit (`kvm::VECTOR_HLT`).
+const VECTOR_HLT: u64 = 0x100;
+
 fn va_word(p: &Probe) -> u64 {
     p.va & !7
 }
@@ -46,8 +49,19 @@ pub(crate) fn outcome(config: &Config, p: &Probe, r: &Record, pa: Option<u64>) -
 /// access was allowed (an instruction fetch that reached the `int3` of the tag).
 fn x86(config: &Config, p: &Probe, r: &Record) -> Option<FaultKind> {
     let [vector, err, _cr2, rip] = r.info;
+    let kvm = matches!(
+        config,
+        Config::X86_64 {
+            accel: crate::X86Accel::Kvm(_),
+            ..
+        }
+    );
+    let exec = p.kind == Access::Exec;
     Some(match vector {
-        3 if p.kind == Access::Exec && rip == va_word(p) + 1 => return None,
+        3 if exec && rip == va_word(p) + 1 => return None,
+        // KVM: the `hlt` tag reached at CPL0 (an exit after it), or at CPL3 (#GP(0) on it).
+        VECTOR_HLT if kvm && exec && !p.user && rip == va_word(p) + 1 => return None,
+        13 if kvm && exec && p.user && err == 0 && rip == va_word(p) => return None,
         14 if err & 8 != 0 => FaultKind::Reserved,
         14 if err & 1 == 0 => FaultKind::NotMapped,
         14 => FaultKind::Permission,
@@ -89,15 +103,17 @@ fn aarch64(config: &Config, p: &Probe, r: &Record) -> Option<FaultKind> {
     })
 }
 
-/// RISC-V: `info = [mcause, mtval, mepc, status of a permissive load]`. Page faults do not
-/// say why; a second load of the same VA in S-mode with SUM and MXR set tells a valid leaf
-/// (`Permission`) from no translation (`NotMapped`).
+/// RISC-V: `info = [mcause, mtval, mepc, status | mcause << 8 of a permissive load]`.
+/// Page faults do not say why; a second load of the same VA in S-mode with SUM and MXR set
+/// tells a valid leaf (`Permission`: the load completes, or translates and then raises an
+/// access fault because no memory is there) from no translation (`NotMapped`).
 fn riscv(config: &Config, p: &Probe, r: &Record) -> Option<FaultKind> {
     let [cause, _tval, epc, permissive] = r.info;
+    let translated = permissive == status::OK || permissive >> 8 == 5;
     Some(match cause {
         2 if p.kind == Access::Exec && epc == va_word(p) => return None,
         12 | 13 | 15 if !config.is_canonical(p.va) => FaultKind::NonCanonical,
-        12 | 13 | 15 if permissive == status::OK => FaultKind::Permission,
+        12 | 13 | 15 if translated => FaultKind::Permission,
         12 | 13 | 15 => FaultKind::NotMapped,
         1 | 5 | 7 => FaultKind::External,
         c => FaultKind::Other(c),

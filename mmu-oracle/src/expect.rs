@@ -27,6 +27,8 @@ pub struct Mapping {
     pub pa: u64,
     /// The flags of the leaf.
     pub flags: MappingFlags,
+    /// The size of the leaf (4 KiB, 2 MiB or 1 GiB).
+    pub size: u64,
 }
 
 /// What the library says about a virtual address.
@@ -52,9 +54,10 @@ where
     H: PagingHandler,
 {
     match table.query(VirtAddr::from(va as usize)) {
-        Ok((pa, flags, _)) => Translation::Mapped(Mapping {
+        Ok((pa, flags, size)) => Translation::Mapped(Mapping {
             pa: pa.as_usize() as u64,
             flags,
+            size: size as u64,
         }),
         Err(PagingError::NotMapped) => Translation::NotMapped,
         Err(PagingError::InvalidVirtAddr) => Translation::InvalidVa,
@@ -64,7 +67,17 @@ where
 
 /// The outcome the hardware should produce for `probe` when the library says its VA
 /// translates as `t`.
+///
+/// On x86_64 under KVM the vCPU's [`KvmCaps`](crate::KvmCaps) apply first: without 1 GiB
+/// pages, a 1 GiB leaf is a reserved-bit violation (#PF with RSVD) for every access.
 pub fn expected(config: &Config, probe: &Probe, t: Translation) -> Outcome {
+    let kvm = match config {
+        Config::X86_64 {
+            accel: crate::X86Accel::Kvm(caps),
+            ..
+        } => Some(*caps),
+        _ => None,
+    };
     let m = match t {
         Translation::Mapped(m) => m,
         Translation::NotMapped => return Outcome::Fault(FaultKind::NotMapped),
@@ -73,6 +86,9 @@ pub fn expected(config: &Config, probe: &Probe, t: Translation) -> Outcome {
     let f = m.flags;
     if !f.is_accessible() {
         return Outcome::Fault(FaultKind::NotMapped);
+    }
+    if kvm.is_some_and(|caps| !caps.pdpe1gb) && m.size == 1 << 30 {
+        return Outcome::Fault(FaultKind::Reserved);
     }
     let user_page = f.contains(MappingFlags::USER);
     let allowed = match config {
@@ -173,6 +189,43 @@ pub struct Comparison {
     pub report: crate::RunReport,
 }
 
+/// The outcome `table`'s `query` implies for each probe ([`expected`]).
+pub fn expectations<M, PTE, H>(
+    config: &Config,
+    table: &PageTable64<M, PTE, H>,
+    probes: &[Probe],
+) -> Vec<Outcome>
+where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+    H: PagingHandler,
+{
+    probes
+        .iter()
+        .map(|p| expected(config, p, query(table, p.va)))
+        .collect()
+}
+
+/// The probes of `report` whose hardware outcome does not agree with `want` (one
+/// expectation per probe, in order).
+pub fn mismatches(probes: &[Probe], want: &[Outcome], report: &crate::RunReport) -> Vec<Mismatch> {
+    assert_eq!(probes.len(), want.len(), "one expectation per probe");
+    probes
+        .iter()
+        .zip(want)
+        .zip(report.outcomes.iter().zip(&report.records))
+        .enumerate()
+        .filter(|(_, ((p, w), (got, _)))| !got.agrees_with(w, p.kind == Access::Exec))
+        .map(|(index, ((p, w), (got, rec)))| Mismatch {
+            index,
+            probe: *p,
+            expected: *w,
+            hardware: *got,
+            record: *rec,
+        })
+        .collect()
+}
+
 /// Runs `probes` through `table` on the MMU and compares each outcome with the one the
 /// table's `query` implies ([`expected`]).
 pub fn check_table<M, PTE>(
@@ -186,24 +239,8 @@ where
     PTE: GenericPTE,
 {
     let root = table.root_paddr().as_usize() as u64;
-    let want: Vec<Outcome> = probes
-        .iter()
-        .map(|p| expected(config, p, query(table, p.va)))
-        .collect();
+    let want = expectations(config, table, probes);
     let report = img.run(config, root, probes)?;
-    let mismatches = probes
-        .iter()
-        .zip(&want)
-        .zip(report.outcomes.iter().zip(&report.records))
-        .enumerate()
-        .filter(|(_, ((p, w), (got, _)))| !got.agrees_with(w, p.kind == Access::Exec))
-        .map(|(index, ((p, w), (got, rec)))| Mismatch {
-            index,
-            probe: *p,
-            expected: *w,
-            hardware: *got,
-            record: *rec,
-        })
-        .collect();
+    let mismatches = mismatches(probes, &want, &report);
     Ok(Comparison { mismatches, report })
 }

@@ -24,6 +24,9 @@ struct Mem {
     data_next: u64,
     /// Frames the handler currently has out (for leak checks).
     tables_live: usize,
+    /// Allocations that may still succeed before every further one fails (`None`: no
+    /// limit).
+    fail_after: Option<usize>,
 }
 
 impl Mem {
@@ -47,6 +50,7 @@ impl Mem {
             pool_used: vec![false; POOL_FRAMES],
             data_next: DATA,
             tables_live: 0,
+            fail_after: None,
         }
     }
 
@@ -83,7 +87,7 @@ impl Mem {
     }
 
     fn alloc_pool(&mut self, num: usize, align: u64) -> Option<u64> {
-        if num == 0 || !align.is_power_of_two() || align < FRAME {
+        if num == 0 || !align.is_power_of_two() || align < FRAME || self.fail_after == Some(0) {
             return None;
         }
         let base = self.layout.pa(POOL);
@@ -99,6 +103,9 @@ impl Mem {
                 None => {
                     self.pool_used[start..start + num].fill(true);
                     self.tables_live += num;
+                    if let Some(n) = &mut self.fail_after {
+                        *n -= 1;
+                    }
                     return Some(pa);
                 }
             }
@@ -241,6 +248,13 @@ impl Image {
     /// GiB are tagged (see [`Layout::huge_1g`]).
     pub fn huge_1g_frame(&self) -> u64 {
         self.layout.huge_1g
+    }
+
+    /// Makes [`OracleHandler`]'s allocations fail once `n` more have succeeded (`Some(0)`:
+    /// from the next one on), until called again; `None` lifts the limit. For the
+    /// library's error paths: an operation that runs out of frames half way.
+    pub fn fail_allocations_after(&self, n: Option<usize>) {
+        with_mem(|m| m.fail_after = n)
     }
 
     /// Number of pool frames the library currently holds.

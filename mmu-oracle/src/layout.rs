@@ -154,6 +154,32 @@ impl Layout {
         }
     }
 
+    /// Whether RAM backs the whole [`huge_1g`](Self::huge_1g) region, so that its first and
+    /// last [`HUGE_TAGGED`] bytes are tagged in every boot (false on LoongArch).
+    pub const fn huge_1g_backed(&self) -> bool {
+        self.huge_1g != 0 && self.huge_1g + (1 << 30) <= self.ram_base + self.ram_size
+    }
+
+    /// The physical ranges whose words hold their tags in every boot: the data frames of
+    /// the window and, where RAM backs it, both tagged ends of the
+    /// [`huge_1g`](Self::huge_1g) region. A load there reveals the address it reached,
+    /// and a fetch traps at once.
+    pub fn tagged(&self) -> Vec<core::ops::Range<u64>> {
+        let mut r = Vec::with_capacity(3);
+        r.push(self.pa(DATA)..self.pa(RESULTS));
+        if self.huge_1g_backed() {
+            r.push(self.huge_1g..self.huge_1g + HUGE_TAGGED);
+            let top = self.huge_1g + (1 << 30);
+            r.push(top - HUGE_TAGGED..top);
+        }
+        r
+    }
+
+    /// Whether the word at `pa` is in one of the [`tagged`](Self::tagged) ranges.
+    pub fn is_tagged(&self, pa: u64) -> bool {
+        self.tagged().iter().any(|r| r.contains(&pa))
+    }
+
     /// Physical address of the first byte of the window region at `offset`.
     pub const fn pa(&self, offset: u64) -> u64 {
         self.img_base + offset

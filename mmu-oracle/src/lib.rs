@@ -24,9 +24,12 @@ use std::fmt;
 mod decode;
 pub mod expect;
 mod image;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
 pub mod layout;
 mod runner;
 pub mod tools;
+pub mod walk;
 
 pub use image::{Image, OracleHandler};
 pub use runner::{Record, RunReport};
@@ -99,6 +102,40 @@ pub enum RiscvAd {
     Fault,
 }
 
+/// What runs the x86_64 guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum X86Accel {
+    /// QEMU TCG (`-cpu max`): the multiboot guest of `guests/x86_64.S`.
+    #[default]
+    Tcg,
+    /// KVM (`/dev/kvm`): a vCPU entered directly in long mode, with each probe driven from
+    /// the host (see the `kvm` module). The capabilities are those KVM reports for this
+    /// machine ([`kvm::capabilities`]); the expectations follow them.
+    Kvm(KvmCaps),
+}
+
+/// What a KVM vCPU on this machine supports, where it can differ from TCG's `-cpu max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvmCaps {
+    /// 1 GiB pages (CPUID.80000001H:EDX.Page1GB). Without them, a PDPTE with PS set is a
+    /// reserved-bit violation: every access through it raises a #PF with RSVD.
+    pub pdpe1gb: bool,
+    /// 5-level paging (CPUID.(EAX=7,ECX=0):ECX.LA57).
+    pub la57: bool,
+    /// CPUID.(EAX=7,ECX=0):EBX.SMEP.
+    pub smep: bool,
+    /// CPUID.(EAX=7,ECX=0):EBX.SMAP.
+    pub smap: bool,
+    /// Whether CPL3 accesses to the upper half of the address space follow the guest's
+    /// table. Under PVM (a shadow-paging KVM whose guest kernel and user space share the
+    /// host's user address range) they do not: every one raises a #PF, for a user page as
+    /// for a supervisor page or a hole, and for a mapped page the error code says RSVD in
+    /// some runs and not-present in others. The oracle cannot run such probes there: the
+    /// KVM backend rejects them. Measured by [`kvm::capabilities`] on a hand-written
+    /// table.
+    pub user_upper_half: bool,
+}
+
 /// Per-architecture machine configuration of one boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Config {
@@ -110,6 +147,8 @@ pub enum Config {
         smep: bool,
         /// CR4.SMAP (RFLAGS.AC stays clear).
         smap: bool,
+        /// What runs the guest.
+        accel: X86Accel,
     },
     /// AArch64 EL1&0, the table under test in TTBR0_EL1 (48-bit VA, 4 KiB granule).
     Aarch64 {
@@ -132,12 +171,38 @@ pub enum Config {
 }
 
 impl Config {
-    /// x86_64, 4-level paging, no SMEP/SMAP.
+    /// x86_64 on QEMU TCG, 4-level paging, no SMEP/SMAP.
     pub const fn x86_64() -> Self {
         Config::X86_64 {
             la57: false,
             smep: false,
             smap: false,
+            accel: X86Accel::Tcg,
+        }
+    }
+
+    /// x86_64 on QEMU TCG, 5-level paging (LA57), no SMEP/SMAP.
+    pub const fn x86_64_la57() -> Self {
+        Config::X86_64 {
+            la57: true,
+            smep: false,
+            smap: false,
+            accel: X86Accel::Tcg,
+        }
+    }
+
+    /// The same x86_64 configuration on KVM with `caps`; other architectures unchanged.
+    pub const fn on_kvm(self, caps: KvmCaps) -> Self {
+        match self {
+            Config::X86_64 {
+                la57, smep, smap, ..
+            } => Config::X86_64 {
+                la57,
+                smep,
+                smap,
+                accel: X86Accel::Kvm(caps),
+            },
+            other => other,
         }
     }
 

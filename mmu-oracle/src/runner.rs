@@ -20,7 +20,7 @@ pub struct Record {
     /// Exception information:
     /// x86 `[vector, error code, CR2, RIP]`;
     /// AArch64 `[ESR_EL1, FAR_EL1, ELR_EL1, PAR_EL1 after AT]`;
-    /// RISC-V `[mcause, mtval, mepc, permissive-load status]`;
+    /// RISC-V `[mcause, mtval, mepc, permissive-load status | its mcause << 8]`;
     /// LoongArch `[ESTAT, BADV, ERA, PA from the TLB after a store whose pre-load faulted]`.
     pub info: [u64; 4],
     /// Stores only: status of the load of the same word made first (2: none made).
@@ -138,9 +138,9 @@ fn reserved_va(config: &Config, va: u64) -> bool {
 
 fn arch_words(config: &Config) -> [u64; 3] {
     match *config {
-        Config::X86_64 { la57, smep, smap } => {
-            [la57 as u64 | (smep as u64) << 1 | (smap as u64) << 2, 0, 0]
-        }
+        Config::X86_64 {
+            la57, smep, smap, ..
+        } => [la57 as u64 | (smep as u64) << 1 | (smap as u64) << 2, 0, 0],
         Config::Aarch64 { mair } => [mair, 0, 0],
         Config::Riscv64 { mode, ad, pbmte } => {
             let ad = match ad {
@@ -248,6 +248,26 @@ impl Image {
     ) -> Result<RunReport, OracleError> {
         let arch = self.arch();
         let layout = self.layout();
+        if let Config::X86_64 {
+            accel: crate::X86Accel::Kvm(_),
+            ..
+        } = config
+        {
+            if arch != Arch::X86_64 {
+                return Err(OracleError::Invalid(
+                    "an x86_64 configuration for another image".into(),
+                ));
+            }
+            if let Some(p) = probes.iter().find(|p| reserved_va(config, p.va)) {
+                return Err(OracleError::Invalid(format!(
+                    "probe `{p}` targets the harness's reserved address range"
+                )));
+            }
+            #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+            return crate::kvm::run(self, config, root, probes, limit);
+            #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+            return Err(OracleError::Invalid("KVM needs a Linux x86_64 host".into()));
+        }
         if config.arch() != arch {
             return Err(OracleError::Invalid(format!(
                 "a {:?} configuration for a {:?} image",
@@ -324,7 +344,7 @@ impl Image {
                 .map_err(|e| OracleError::io("write page0.bin", e))?;
         }
         let huge = layout.huge_1g;
-        let huge_ok = huge != 0 && huge + (1 << 30) <= layout.ram_base + layout.ram_size;
+        let huge_ok = layout.huge_1g_backed();
         if huge_ok {
             write(huge, &tags(arch, huge, HUGE_TAGGED))?;
             let top = huge + (1 << 30) - HUGE_TAGGED;
@@ -393,67 +413,89 @@ impl Image {
                 Record::parse(&win[off..off + RECORD_SIZE as usize])
             })
             .collect();
-
-        // The physical word each load or store touched, when the data says.
-        let scan = |index: usize| -> Option<u64> {
-            let m = layout::marker(arch, index as u64);
-            let in_window = (0..WINDOW / 8)
-                .map(|i| i * 8)
-                .find(|&off| get(&win, off) == m)
-                .map(|off| layout.img_base + off);
-            in_window.or_else(|| {
-                if !huge_ok {
-                    return None;
-                }
-                [huge, huge + (1 << 30) - HUGE_TAGGED]
-                    .into_iter()
-                    .find_map(|base| {
-                        let mut buf = vec![0u8; HUGE_TAGGED as usize];
-                        ram.read_exact_at(&mut buf, base - layout.ram_base).ok()?;
-                        (0..HUGE_TAGGED / 8)
-                            .find(|&i| get(&buf, i * 8) == m)
-                            .map(|i| base + i * 8)
-                    })
-            })
+        let read_huge = |base: u64| {
+            let mut buf = vec![0u8; HUGE_TAGGED as usize];
+            ram.read_exact_at(&mut buf, base - layout.ram_base).ok()?;
+            Some(buf)
         };
-        let mut word_pa: Vec<Option<u64>> = Vec::with_capacity(probes.len());
-        let mut outcomes = Vec::with_capacity(probes.len());
-        for (i, (p, r)) in probes.iter().zip(&records).enumerate() {
-            let from_value = |v: u64, word_pa: &[Option<u64>]| match layout::untag(arch, v) {
-                Word::Tag(pa) => Some(pa),
-                Word::Marker(j) => word_pa.get(j as usize).copied().flatten(),
-                // The LoongArch page-0 poison is at physical page 0.
-                Word::Other if arch == Arch::LoongArch64 && v == decode::LA_PAGE0_WORD => {
-                    Some(p.va & 0xFF8)
-                }
-                Word::Other => None,
-            };
-            let wpa = if r.status != status::OK {
-                None
-            } else {
-                match p.kind {
-                    crate::Access::Load => from_value(r.value, &word_pa),
-                    crate::Access::Store if r.pre_status == status::OK => {
-                        from_value(r.pre_value, &word_pa)
-                    }
-                    // LoongArch reads the address back from the TLB.
-                    crate::Access::Store if arch == Arch::LoongArch64 && r.info[3] != u64::MAX => {
-                        Some(r.info[3] & !7)
-                    }
-                    crate::Access::Store => scan(i),
-                    crate::Access::Exec => None,
-                }
-            };
-            word_pa.push(wpa);
-            outcomes.push(decode::outcome(config, p, r, wpa.map(|w| w | (p.va & 7))));
-        }
+        Ok(finish(
+            config, &layout, probes, records, win, &read_huge, elapsed,
+        ))
+    }
+}
 
-        Ok(RunReport {
-            outcomes,
-            records,
-            elapsed,
-            layout,
-            window: win,
+/// Turns the records of a finished run into outcomes: finds the physical word each load
+/// or store touched (from the tag it read, or the marker a store left in `win` or in the
+/// tagged ends of the 1 GiB region, which `read_huge` returns) and decodes each record.
+pub(crate) fn finish(
+    config: &Config,
+    layout: &Layout,
+    probes: &[Probe],
+    records: Vec<Record>,
+    win: Vec<u8>,
+    read_huge: &dyn Fn(u64) -> Option<Vec<u8>>,
+    elapsed: Duration,
+) -> RunReport {
+    let arch = config.arch();
+    let huge = layout.huge_1g;
+    let huge_ok = layout.huge_1g_backed();
+    // The physical word each load or store touched, when the data says.
+    let scan = |index: usize| -> Option<u64> {
+        let m = layout::marker(arch, index as u64);
+        let in_window = (0..WINDOW / 8)
+            .map(|i| i * 8)
+            .find(|&off| get(&win, off) == m)
+            .map(|off| layout.img_base + off);
+        in_window.or_else(|| {
+            if !huge_ok {
+                return None;
+            }
+            [huge, huge + (1 << 30) - HUGE_TAGGED]
+                .into_iter()
+                .find_map(|base| {
+                    let buf = read_huge(base)?;
+                    (0..HUGE_TAGGED / 8)
+                        .find(|&i| get(&buf, i * 8) == m)
+                        .map(|i| base + i * 8)
+                })
         })
+    };
+    let mut word_pa: Vec<Option<u64>> = Vec::with_capacity(probes.len());
+    let mut outcomes = Vec::with_capacity(probes.len());
+    for (i, (p, r)) in probes.iter().zip(&records).enumerate() {
+        let from_value = |v: u64, word_pa: &[Option<u64>]| match layout::untag(arch, v) {
+            Word::Tag(pa) => Some(pa),
+            Word::Marker(j) => word_pa.get(j as usize).copied().flatten(),
+            // The LoongArch page-0 poison is at physical page 0.
+            Word::Other if arch == Arch::LoongArch64 && v == decode::LA_PAGE0_WORD => {
+                Some(p.va & 0xFF8)
+            }
+            Word::Other => None,
+        };
+        let wpa = if r.status != status::OK {
+            None
+        } else {
+            match p.kind {
+                crate::Access::Load => from_value(r.value, &word_pa),
+                crate::Access::Store if r.pre_status == status::OK => {
+                    from_value(r.pre_value, &word_pa)
+                }
+                // LoongArch reads the address back from the TLB.
+                crate::Access::Store if arch == Arch::LoongArch64 && r.info[3] != u64::MAX => {
+                    Some(r.info[3] & !7)
+                }
+                crate::Access::Store => scan(i),
+                crate::Access::Exec => None,
+            }
+        };
+        word_pa.push(wpa);
+        outcomes.push(decode::outcome(config, p, r, wpa.map(|w| w | (p.va & 7))));
+    }
+    RunReport {
+        outcomes,
+        records,
+        elapsed,
+        layout: *layout,
+        window: win,
     }
 }

@@ -113,3 +113,73 @@ fn library() {
         &common::strict,
     );
 }
+
+/// A broken encoding makes the oracle fail: AP[2] (read-only) cleared on a kernel RX
+/// 4 KiB page, AP[1] (EL0) set on a kernel RW 2 MiB block, in the image after the library
+/// wrote them.
+#[test]
+fn tampered_leaf_is_detected() {
+    if !mmu_oracle::available(Arch::Aarch64) {
+        return;
+    }
+    use page_table_multiarch::{MappingFlags as F, PageSize};
+    let n = common::tamper_suite::<
+        page_table_multiarch::aarch64::A64PagingMetaData,
+        page_table_entry::aarch64::A64PTEEl1,
+    >(
+        Config::Aarch64 {
+            mair: page_table_entry::aarch64::MemAttr::MAIR_VALUE,
+        },
+        &[
+            common::Tamper {
+                size: PageSize::Size4K,
+                flags: F::READ | F::EXECUTE,
+                set: 0,
+                clear: AP_RO,
+                becomes: F::READ | F::WRITE | F::EXECUTE,
+            },
+            common::Tamper {
+                size: PageSize::Size2M,
+                flags: F::READ | F::WRITE,
+                set: AP_EL0,
+                clear: 0,
+                becomes: F::READ | F::WRITE | F::USER,
+            },
+        ],
+    );
+    assert!(n > 0);
+}
+
+/// Seeded random sequences of cursor operations, then every leaf on the MMU.
+#[test]
+fn random_tables() {
+    if !mmu_oracle::available(Arch::Aarch64) {
+        return;
+    }
+    for seed in common::random::seeds(0xa64) {
+        common::random::random_suite::<
+            page_table_multiarch::aarch64::A64PagingMetaData,
+            page_table_entry::aarch64::A64PTEEl1,
+        >(
+            Config::Aarch64 {
+                mair: page_table_entry::aarch64::MemAttr::MAIR_VALUE,
+            },
+            seed,
+            common::random::STEPS,
+        );
+    }
+}
+
+/// A kernel address space as in the tour example: built, split, unmapped.
+#[test]
+fn kernel_space() {
+    if !mmu_oracle::available(Arch::Aarch64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::aarch64::A64PagingMetaData,
+        page_table_entry::aarch64::A64PTEEl1,
+    >(Config::Aarch64 {
+        mair: page_table_entry::aarch64::MemAttr::MAIR_VALUE,
+    });
+}

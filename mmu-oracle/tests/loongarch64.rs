@@ -153,3 +153,62 @@ fn hang_is_killed_and_reported() {
         e => panic!("unexpected error {e}"),
     }
 }
+
+/// A broken encoding makes the oracle fail: PLV set to 3 on a kernel RW 4 KiB page, W and
+/// D set on a kernel RX 2 MiB page, in the image after the library wrote them.
+#[test]
+fn tampered_leaf_is_detected() {
+    if !mmu_oracle::available(Arch::LoongArch64) {
+        return;
+    }
+    use page_table_multiarch::{MappingFlags as F, PageSize};
+    let n = common::tamper_suite::<
+        page_table_multiarch::loongarch64::LA64MetaData,
+        page_table_entry::loongarch64::LA64PTE,
+    >(
+        Config::LoongArch64,
+        &[
+            common::Tamper {
+                size: PageSize::Size4K,
+                flags: F::READ | F::WRITE,
+                set: PLV3,
+                clear: 0,
+                becomes: F::READ | F::WRITE | F::USER,
+            },
+            common::Tamper {
+                size: PageSize::Size2M,
+                flags: F::READ | F::EXECUTE,
+                set: W | D,
+                clear: 0,
+                becomes: F::READ | F::WRITE | F::EXECUTE,
+            },
+        ],
+    );
+    assert!(n > 0);
+}
+
+/// Seeded random sequences of cursor operations, then every leaf on the MMU.
+#[test]
+fn random_tables() {
+    if !mmu_oracle::available(Arch::LoongArch64) {
+        return;
+    }
+    for seed in common::random::seeds(0x1a64) {
+        common::random::random_suite::<
+            page_table_multiarch::loongarch64::LA64MetaData,
+            page_table_entry::loongarch64::LA64PTE,
+        >(Config::LoongArch64, seed, common::random::STEPS);
+    }
+}
+
+/// A kernel address space as in the tour example: built, split, unmapped.
+#[test]
+fn kernel_space() {
+    if !mmu_oracle::available(Arch::LoongArch64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::loongarch64::LA64MetaData,
+        page_table_entry::loongarch64::LA64PTE,
+    >(Config::LoongArch64);
+}

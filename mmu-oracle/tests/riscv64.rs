@@ -210,3 +210,114 @@ fn raw_accessed_dirty() {
         }
     }
 }
+
+/// A broken encoding makes the oracle fail: U set on a kernel RW 4 KiB page, W set on a
+/// kernel RX 2 MiB page, in the image after the library wrote them.
+#[test]
+fn tampered_leaf_is_detected() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    use page_table_multiarch::{MappingFlags as F, PageSize};
+    let n = common::tamper_suite::<
+        page_table_multiarch::riscv::Sv39MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(
+        Config::riscv(RiscvMode::Sv39),
+        &[
+            common::Tamper {
+                size: PageSize::Size4K,
+                flags: F::READ | F::WRITE,
+                set: U,
+                clear: 0,
+                becomes: F::READ | F::WRITE | F::USER,
+            },
+            common::Tamper {
+                size: PageSize::Size2M,
+                flags: F::READ | F::EXECUTE,
+                set: W,
+                clear: 0,
+                becomes: F::READ | F::WRITE | F::EXECUTE,
+            },
+        ],
+    );
+    assert!(n > 0);
+}
+
+/// Seeded random sequences of cursor operations (Sv39), then every leaf on the MMU.
+#[test]
+fn random_tables_sv39() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    for seed in common::random::seeds(0x539) {
+        common::random::random_suite::<
+            page_table_multiarch::riscv::Sv39MetaData,
+            page_table_entry::riscv::Rv64PTE,
+        >(Config::riscv(RiscvMode::Sv39), seed, common::random::STEPS);
+    }
+}
+
+/// Seeded random sequences of cursor operations (Sv48), then every leaf on the MMU.
+#[test]
+fn random_tables_sv48() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    for seed in common::random::seeds(0x548) {
+        common::random::random_suite::<
+            page_table_multiarch::riscv::Sv48MetaData,
+            page_table_entry::riscv::Rv64PTE,
+        >(Config::riscv(RiscvMode::Sv48), seed, common::random::STEPS);
+    }
+}
+
+/// Seeded random sequences of cursor operations (Sv57), then every leaf on the MMU.
+#[test]
+fn random_tables_sv57() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    for seed in common::random::seeds(0x557) {
+        common::random::random_suite::<
+            page_table_multiarch::riscv::Sv57MetaData,
+            page_table_entry::riscv::Rv64PTE,
+        >(Config::riscv(RiscvMode::Sv57), seed, common::random::STEPS);
+    }
+}
+
+/// A kernel address space as in the tour example (Sv39): built, split, unmapped.
+#[test]
+fn kernel_space_sv39() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::riscv::Sv39MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv39));
+}
+
+/// A kernel address space as in the tour example (Sv48): built, split, unmapped.
+#[test]
+fn kernel_space_sv48() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::riscv::Sv48MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv48));
+}
+
+/// A kernel address space as in the tour example (Sv57): built, split, unmapped.
+#[test]
+fn kernel_space_sv57() {
+    if !mmu_oracle::available(Arch::Riscv64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::riscv::Sv57MetaData,
+        page_table_entry::riscv::Rv64PTE,
+    >(Config::riscv(RiscvMode::Sv57));
+}

@@ -97,15 +97,7 @@ fn library_la57() {
     common::library_suite::<
         page_table_multiarch::x86_64::X64PagingMetaDataLa57,
         page_table_entry::x86_64::X64PTE,
-    >(
-        Config::X86_64 {
-            la57: true,
-            smep: false,
-            smap: false,
-        },
-        true,
-        &common::strict,
-    );
+    >(Config::x86_64_la57(), true, &common::strict);
 }
 
 /// Tables built by page_table_multiarch with CR4.SMEP and CR4.SMAP set: kernel fetches
@@ -123,8 +115,94 @@ fn library_smep_smap() {
             la57: false,
             smep: true,
             smap: true,
+            accel: mmu_oracle::X86Accel::Tcg,
         },
         true,
         &common::strict,
     );
+}
+
+/// A broken encoding makes the oracle fail: US set and NX cleared on a kernel RW 4 KiB
+/// page, RW set on a read-only 2 MiB page, in the image after the library wrote them.
+#[test]
+fn tampered_leaf_is_detected() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    use page_table_multiarch::{MappingFlags as F, PageSize};
+    let n = common::tamper_suite::<
+        page_table_multiarch::x86_64::X64PagingMetaData,
+        page_table_entry::x86_64::X64PTE,
+    >(
+        Config::x86_64(),
+        &[
+            common::Tamper {
+                size: PageSize::Size4K,
+                flags: F::READ | F::WRITE,
+                set: US,
+                clear: XD,
+                becomes: F::READ | F::WRITE | F::EXECUTE | F::USER,
+            },
+            common::Tamper {
+                size: PageSize::Size2M,
+                flags: F::READ,
+                set: RW,
+                clear: 0,
+                becomes: F::READ | F::WRITE,
+            },
+        ],
+    );
+    assert!(n > 0);
+}
+
+/// Seeded random sequences of cursor operations, then every leaf on the MMU.
+#[test]
+fn random_tables_4level() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    for seed in common::random::seeds(0x8640) {
+        common::random::random_suite::<
+            page_table_multiarch::x86_64::X64PagingMetaData,
+            page_table_entry::x86_64::X64PTE,
+        >(Config::x86_64(), seed, common::random::STEPS);
+    }
+}
+
+/// Seeded random sequences of cursor operations (5-level), then every leaf on the MMU.
+#[test]
+fn random_tables_la57() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    for seed in common::random::seeds(0x8650) {
+        common::random::random_suite::<
+            page_table_multiarch::x86_64::X64PagingMetaDataLa57,
+            page_table_entry::x86_64::X64PTE,
+        >(Config::x86_64_la57(), seed, common::random::STEPS);
+    }
+}
+
+/// A kernel address space as in the tour example: built, split, unmapped.
+#[test]
+fn kernel_space_4level() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::x86_64::X64PagingMetaData,
+        page_table_entry::x86_64::X64PTE,
+    >(Config::x86_64());
+}
+
+/// A kernel address space as in the tour example (5-level): built, split, unmapped.
+#[test]
+fn kernel_space_la57() {
+    if !mmu_oracle::available(Arch::X86_64) {
+        return;
+    }
+    common::kernel::kernel_space::<
+        page_table_multiarch::x86_64::X64PagingMetaDataLa57,
+        page_table_entry::x86_64::X64PTE,
+    >(Config::x86_64_la57());
 }

@@ -1,6 +1,9 @@
 //! Helpers shared by the oracle tests.
 #![allow(dead_code)]
 
+pub mod kernel;
+pub mod random;
+
 use std::time::Instant;
 
 use mmu_oracle::{Access, Config, Image, Outcome, Probe};
@@ -23,7 +26,7 @@ pub fn check(img: &Image, config: &Config, root: u64, cases: &[(Probe, Outcome)]
         }
     }
     eprintln!(
-        "{config:?}: {} probes, QEMU {:.2?}, total {:.2?}",
+        "{config:?}: {} probes, run {:.2?}, total {:.2?}",
         cases.len(),
         report.elapsed,
         t.elapsed()
@@ -126,25 +129,14 @@ where
     M: PagingMetaData<VirtAddr = VirtAddr>,
     PTE: GenericPTE,
 {
-    if config.arch() == mmu_oracle::Arch::LoongArch64 {
-        probes.retain(|p| {
-            let q = query(table, p.va);
-            // A fetch from a non-executable page livelocks QEMU's LoongArch model.
-            let exec_ok =
-                p.kind != Access::Exec || matches!(expected(config, p, q), Outcome::Ok { .. });
-            // The hardware translates a VA whose bits 63:48 are equal even when bit 47
-            // differs from them (PGDH = PGDL = the root), where the library says invalid.
-            let aliased = q == Translation::InvalidVa && config.is_canonical(p.va);
-            exec_ok && !aliased
-        });
-    }
+    backend_filter(config, table, &mut probes);
     let t = Instant::now();
     let cmp = check_table(img, config, table, &probes)
         .unwrap_or_else(|e| panic!("{what}: oracle run failed: {e}"));
     let (accepted, bad): (Vec<Mismatch>, Vec<Mismatch>) =
         cmp.mismatches.into_iter().partition(|m| tolerated(m));
     eprintln!(
-        "{what} {config:?}: {} probes, QEMU {:.2?}, total {:.2?}{}",
+        "{what} {config:?}: {} probes, run {:.2?}, total {:.2?}{}",
         probes.len(),
         cmp.report.elapsed,
         t.elapsed(),
@@ -164,6 +156,65 @@ where
         lines.join("\n")
     );
     accepted
+}
+
+/// Drops the probes the machine cannot run: on LoongArch, fetches the table says fault
+/// (QEMU livelocks on a fetch from a non-executable page), and VAs whose bit 47 differs
+/// from bits 63:48, which the hardware translates (PGDH = PGDL = the root) and the library
+/// calls invalid; on an x86 KVM whose CPL3 accesses to the upper half do not follow the
+/// table (PVM), CPL3 probes there.
+pub fn backend_filter<M, PTE>(
+    config: &Config,
+    table: &PageTable64<M, PTE, OracleHandler>,
+    probes: &mut Vec<Probe>,
+) where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+{
+    if let Config::X86_64 {
+        accel: mmu_oracle::X86Accel::Kvm(caps),
+        ..
+    } = config
+    {
+        if !caps.user_upper_half {
+            probes.retain(|p| !(p.user && p.va >> 63 == 1));
+        }
+    }
+    if config.arch() != mmu_oracle::Arch::LoongArch64 {
+        return;
+    }
+    probes.retain(|p| {
+        let q = query(table, p.va);
+        let exec_ok =
+            p.kind != Access::Exec || matches!(expected(config, p, q), Outcome::Ok { .. });
+        let aliased = q == Translation::InvalidVa && config.is_canonical(p.va);
+        exec_ok && !aliased
+    });
+}
+
+/// Drops the probes the table maps to memory without tags where the access is expected
+/// to succeed (a load there could not show where it landed) and every fetch the table
+/// maps to such memory (the guest would run whatever it finds there).
+pub fn keep_tagged<M, PTE>(
+    img: &Image,
+    config: &Config,
+    table: &PageTable64<M, PTE, OracleHandler>,
+    probes: &mut Vec<Probe>,
+) where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+{
+    let layout = img.layout();
+    probes.retain(|p| match query(table, p.va) {
+        Translation::Mapped(m) if !layout.is_tagged(m.pa & !7) => {
+            p.kind != Access::Exec
+                && !matches!(
+                    expected(config, p, Translation::Mapped(m)),
+                    Outcome::Ok { .. }
+                )
+        }
+        _ => true,
+    });
 }
 
 /// No mismatch is tolerated.
@@ -393,4 +444,163 @@ where
     ));
     assert_eq!(Translation::NotMapped, query(&pt, 0x1000));
     accepted
+}
+
+/// One permission bit (or a few) changed in the raw entry of one leaf the library wrote.
+pub struct Tamper {
+    /// The size of the page the library maps.
+    pub size: PageSize,
+    /// The flags it maps it with.
+    pub flags: MappingFlags,
+    /// Bits set in the leaf's raw entry.
+    pub set: u64,
+    /// Bits cleared in it.
+    pub clear: u64,
+    /// What the tampered entry grants, by the architecture manual.
+    pub becomes: MappingFlags,
+}
+
+/// Shows that the comparison is not vacuous: maps, for each tamper, three neighbouring
+/// pages of its size and flags with the library, computes what `query` says for probes of
+/// all of them, then changes the raw entry of each middle page in the image (found with
+/// the independent walker) and runs the probes. The MMU must disagree with the library's
+/// (untampered) answer exactly at the probes of the tampered pages whose outcome the
+/// change affects, as the tampered flags predict, and nowhere else; and it must agree with
+/// `query` re-run on the tampered table. Returns the number of mismatches.
+pub fn tamper_suite<M, PTE>(config: Config, tampers: &[Tamper]) -> usize
+where
+    M: PagingMetaData<VirtAddr = VirtAddr>,
+    PTE: GenericPTE,
+{
+    let img = Image::new(config.arch());
+    let mut pt = PageTable64::<M, PTE, OracleHandler>::try_new().expect("root table");
+    let root = pt.root_paddr().as_usize() as u64;
+    let mut probes = Vec::new();
+    let mut targets = Vec::new();
+    for (i, t) in tampers.iter().enumerate() {
+        let size = t.size as u64;
+        let base = 0x4000_0000 * (i as u64 + 1);
+        let mut c = pt.cursor();
+        for k in 0..3u64 {
+            let frame = img.alloc_data(size.min(0x20_0000), size);
+            c.map(va(base + k * size), pa(frame), t.size, t.flags)
+                .unwrap_or_else(|e| panic!("map {:?} {:?}: {e:?}", t.size, t.flags));
+        }
+        drop(c);
+        for k in 0..3u64 {
+            probes_for(
+                &config,
+                base + k * size,
+                size,
+                &page_offsets(size),
+                &mut probes,
+            );
+        }
+        let middle = base + size;
+        match query(&pt, middle) {
+            Translation::Mapped(m) => assert_eq!(m.flags, t.flags, "flags of {middle:#x}"),
+            other => panic!("{middle:#x} not mapped: {other:?}"),
+        }
+        targets.push((middle, size));
+    }
+    for a in [0u64, 0x1000, 0x3000_0000] {
+        probes.push(Probe::load(a));
+        probes.push(Probe::store(a).user());
+    }
+    backend_filter(&config, &pt, &mut probes);
+    let want = mmu_oracle::expect::expectations(&config, &pt, &probes);
+
+    // Tamper with the middle leaves, in the image only (the library's handle is unchanged).
+    for (t, &(middle, size)) in tampers.iter().zip(&targets) {
+        let leaf = mmu_oracle::walk::leaf(&img, &config, root, middle)
+            .unwrap_or_else(|| panic!("no leaf for {middle:#x}"));
+        assert_eq!(leaf.size, size, "leaf size at {middle:#x}");
+        let tampered = (leaf.value | t.set) & !t.clear;
+        assert_ne!(
+            tampered, leaf.value,
+            "the tamper at {middle:#x} changes nothing"
+        );
+        img.write_u64(leaf.entry_pa, tampered);
+        match query(&pt, middle) {
+            Translation::Mapped(m) => assert_eq!(
+                m.flags, t.becomes,
+                "the library decodes the tampered entry {tampered:#x} differently"
+            ),
+            other => panic!("{middle:#x} not mapped after tampering: {other:?}"),
+        }
+    }
+    let in_target = |v: u64| {
+        targets
+            .iter()
+            .zip(tampers)
+            .find(|((m, size), _)| v >= *m && v < m + size)
+            .map(|(_, t)| t.becomes)
+    };
+    let want_tampered: Vec<Outcome> = probes
+        .iter()
+        .zip(&want)
+        .map(|(p, w)| match (in_target(p.va), query(&pt, p.va)) {
+            (Some(flags), Translation::Mapped(m)) => expected(
+                &config,
+                p,
+                Translation::Mapped(mmu_oracle::expect::Mapping { flags, ..m }),
+            ),
+            _ => *w,
+        })
+        .collect();
+    let predicted: Vec<usize> = (0..probes.len())
+        .filter(|&i| want[i] != want_tampered[i])
+        .collect();
+    assert!(
+        !predicted.is_empty(),
+        "the tampers change no probe's outcome"
+    );
+
+    let t0 = Instant::now();
+    let report = img
+        .run(&config, root, &probes)
+        .unwrap_or_else(|e| panic!("oracle run failed: {e}"));
+    let stale = mmu_oracle::expect::mismatches(&probes, &want, &report);
+    let found: Vec<usize> = stale.iter().map(|m| m.index).collect();
+    eprintln!(
+        "tampered {config:?}: {} probes, run {:.2?}, total {:.2?}, {} mismatches",
+        probes.len(),
+        report.elapsed,
+        t0.elapsed(),
+        stale.len()
+    );
+    let show = |idx: &[usize]| -> String {
+        idx.iter()
+            .take(20)
+            .map(|&i| {
+                format!(
+                    "\n  #{i} {}: hardware {}, library {}, tampered {}",
+                    probes[i], report.outcomes[i], want[i], want_tampered[i]
+                )
+            })
+            .collect()
+    };
+    let missed: Vec<usize> = predicted
+        .iter()
+        .copied()
+        .filter(|i| !found.contains(i))
+        .collect();
+    let extra: Vec<usize> = found
+        .iter()
+        .copied()
+        .filter(|i| !predicted.contains(i))
+        .collect();
+    assert!(
+        missed.is_empty() && extra.is_empty(),
+        "{config:?}: predicted mismatches not reported:{}\nreported mismatches not predicted:{}",
+        show(&missed),
+        show(&extra)
+    );
+    let fresh = mmu_oracle::expect::mismatches(&probes, &want_tampered, &report);
+    assert!(
+        fresh.is_empty(),
+        "{config:?}: the MMU disagrees with the tampered expectation:{}",
+        show(&fresh.iter().map(|m| m.index).collect::<Vec<_>>())
+    );
+    stale.len()
 }
