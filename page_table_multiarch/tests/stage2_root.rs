@@ -83,7 +83,10 @@ fn sv39x4_root_spans_four_frames() {
         "a table pointer: V only"
     );
     assert_eq!(mem::read_u64(root + 8) & 0x1f, 0x1f);
-    assert_eq!((mem::read_u64(root + 8) >> 10 & ((1 << 44) - 1)) << 12, 0x4000_0000);
+    assert_eq!(
+        (mem::read_u64(root + 8) >> 10 & ((1 << 44) - 1)) << 12,
+        0x4000_0000
+    );
 
     t.cursor().unmap(VirtAddr::from(top)).unwrap();
     assert_eq!(t.table_frames(), 4);
