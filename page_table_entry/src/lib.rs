@@ -98,9 +98,8 @@ impl MappingFlags {
 ///   and physical address 0), and with `is_huge = true` one for which `is_huge()` is true
 ///   (present or not). `is_huge()` is only asked of entries above the last level.
 /// * [`paddr`](Self::paddr) returns the address given to `new_page`/`new_table`.
-/// * The raw value 0 is an unused entry. When the engine unlinks a table, it may store a
-///   4 KiB-aligned physical address in the table's first entry until the frame is freed
-///   after the TLB flush; no walker reaches the table through the tree any more.
+/// * The raw value 0 is an unused entry (and [`is_unused`](Self::is_unused) is true for
+///   nothing else).
 pub trait GenericPTE: fmt::Debug + Clone + Copy + Sync + Send + Sized {
     /// Creates a leaf entry (a page at the last level, or a block/huge page above it) that
     /// maps `paddr` with `flags`.
