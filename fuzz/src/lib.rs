@@ -700,25 +700,36 @@ fn flags(bits: u8) -> F {
     F::from_bits_truncate(bits as usize)
 }
 
-/// Errors a call may return: a small set.
-#[derive(Default, Clone, Copy, Debug)]
+/// The errors a call may return.
+#[derive(Default, Clone, Copy)]
 struct Errors(u16);
+
+/// Every error [`Errors`] tracks, in bit order.
+const ALL_ERRORS: [E; 10] = [
+    E::NoMemory,
+    E::NotAligned,
+    E::NotMapped,
+    E::AlreadyMapped,
+    E::MappedToHugePage,
+    E::InvalidVirtAddr,
+    E::InvalidPhysAddr,
+    E::UnsupportedPageSize,
+    E::RangeOverflow,
+    E::BadFrame,
+];
+
+impl core::fmt::Debug for Errors {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_set()
+            .entries(ALL_ERRORS.iter().filter(|&&e| self.has(e)))
+            .finish()
+    }
+}
 
 impl Errors {
     fn bit(e: E) -> u16 {
-        1 << match e {
-            E::NoMemory => 0,
-            E::NotAligned => 1,
-            E::NotMapped => 2,
-            E::AlreadyMapped => 3,
-            E::MappedToHugePage => 4,
-            E::InvalidVirtAddr => 5,
-            E::InvalidPhysAddr => 6,
-            E::UnsupportedPageSize => 7,
-            E::RangeOverflow => 8,
-            E::BadFrame => 9,
-            _ => 15,
-        }
+        // An error added to the library later gets bit 15: never expected.
+        1 << ALL_ERRORS.iter().position(|&x| x == e).unwrap_or(15)
     }
     fn add(&mut self, e: E) {
         self.0 |= Self::bit(e);
@@ -948,8 +959,8 @@ fn expect_err<X: core::fmt::Debug>(what: &str, r: &PagingResult<X>, allowed: Err
 /// updates.
 ///
 /// A failed call must leave `mappings()` as it was. The table equalled the model before the
-/// call ([`check_step`] after every step) and the model is not changed on failure, so
-/// comparing `mappings()` with the model afterwards compares it with its state before.
+/// call ([`check_step`] after every change) and the model is not changed on failure, so
+/// [`check_step`] after the call compares `mappings()` with its state before.
 fn run_op<T: Format>(st: &mut State<T>, api: &mut dyn Api<T>, op: Op) {
     let failed = match op {
         Op::Map {
