@@ -6,216 +6,30 @@
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_multiarch::{
-    GenericPTE, MappingFlags as F, PageSize, PageTable64, PagingError as E, PagingMetaData,
-    aarch64, loongarch64, riscv, x86_64,
+    MappingFlags as F, PageSize, PageTable64, PagingError as E, PagingMetaData, riscv, x86_64,
 };
 use testkit::alloc::{self, SimHandler};
+use testkit::check::{self, Format, X64};
 use testkit::mem;
 use testkit::model::Model;
 use testkit::rng::Rng;
-use testkit::walker::{self, Access, AccessKind, FaultKind, MemType};
+use testkit::walker;
+
+/// AArch64 with the EL1&0 metadata and `A64PTE` (EL2 entries with the `arm-el2` feature).
+type A64 = check::A64<{ cfg!(feature = "arm-el2") }>;
+use check::{A64El2, La};
+/// RISC-V with the memory types of this build (T-Head's with `xuantie-c9xx`).
+type Rv<M> = check::Rv<M, { cfg!(feature = "xuantie-c9xx") }>;
 
 const K4: u64 = 0x1000;
 const M2: u64 = 0x20_0000;
 const G1: u64 = 0x4000_0000;
-
-/// One format under test: its types, its walker, and what the hardware should do, stated
-/// from the manual independently of the entry code.
-trait Format {
-    type M: PagingMetaData<VirtAddr = VirtAddr>;
-    type PTE: GenericPTE;
-    fn walker() -> walker::Config;
-    /// The flags `query` reports for a present leaf requested with `f`.
-    fn expected_flags(f: F) -> F;
-    /// Whether the hardware allows `access` to a present leaf requested with `f`.
-    fn allows(f: F, access: Access) -> bool;
-    /// Whether the standard walker applies to this build's encoding (T-Head's extended
-    /// attributes sit in bits the standard RISC-V walker reserves).
-    fn walker_applies() -> bool {
-        true
-    }
-}
-
-fn mem_type_bits(f: F) -> F {
-    if f.contains(F::DEVICE) {
-        F::DEVICE
-    } else {
-        f & F::UNCACHED
-    }
-}
-
-struct X64<M>(core::marker::PhantomData<M>);
-impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for X64<M> {
-    type M = M;
-    type PTE = page_table_entry::x86_64::X64PTE;
-    fn walker() -> walker::Config {
-        walker::Config::X86_64(walker::x86_64::Config {
-            la57: M::LEVELS == 5,
-            ..Default::default()
-        })
-    }
-    // A present x86 page is always readable.
-    fn expected_flags(f: F) -> F {
-        F::READ | (f & (F::WRITE | F::EXECUTE | F::USER)) | mem_type_bits(f)
-    }
-    fn allows(f: F, a: Access) -> bool {
-        (!a.user || f.contains(F::USER))
-            && match a.kind {
-                AccessKind::Read => true,
-                AccessKind::Write => f.contains(F::WRITE),
-                AccessKind::Exec => f.contains(F::EXECUTE),
-            }
-    }
-}
-
-struct A64;
-impl Format for A64 {
-    type M = aarch64::A64PagingMetaData;
-    type PTE = page_table_entry::aarch64::A64PTE;
-    fn walker() -> walker::Config {
-        let mut c = walker::aarch64::Config::default();
-        if cfg!(feature = "arm-el2") {
-            c.regime = walker::aarch64::Regime::El2;
-        }
-        walker::Config::Aarch64(c)
-    }
-    // Stage 1 cannot express write-only or execute-only: a valid descriptor is readable.
-    fn expected_flags(f: F) -> F {
-        let user = if cfg!(feature = "arm-el2") {
-            F::empty()
-        } else {
-            f & F::USER
-        };
-        F::READ | (f & (F::WRITE | F::EXECUTE)) | user | mem_type_bits(f)
-    }
-    fn allows(f: F, a: Access) -> bool {
-        if cfg!(feature = "arm-el2") {
-            return !a.user
-                && match a.kind {
-                    AccessKind::Read => true,
-                    AccessKind::Write => f.contains(F::WRITE),
-                    AccessKind::Exec => f.contains(F::EXECUTE),
-                };
-        }
-        let user = f.contains(F::USER);
-        match (a.user, a.kind) {
-            (false, AccessKind::Read) => true,
-            (false, AccessKind::Write) => f.contains(F::WRITE),
-            // Kernel code never runs from user pages (PXN), nor from EL0-writable pages.
-            (false, AccessKind::Exec) => f.contains(F::EXECUTE) && !user,
-            (true, AccessKind::Read) => user,
-            (true, AccessKind::Write) => user && f.contains(F::WRITE),
-            (true, AccessKind::Exec) => user && f.contains(F::EXECUTE),
-        }
-    }
-}
-
-/// AArch64 with EL2 (single range) entries, whatever the `arm-el2` feature says.
-struct A64El2;
-impl Format for A64El2 {
-    type M = aarch64::A64El2PagingMetaData;
-    type PTE = page_table_entry::aarch64::A64PTEEl2;
-    fn walker() -> walker::Config {
-        walker::Config::Aarch64(walker::aarch64::Config {
-            regime: walker::aarch64::Regime::El2,
-            ..Default::default()
-        })
-    }
-    // No EL0 in this regime: USER cannot be expressed.
-    fn expected_flags(f: F) -> F {
-        F::READ | (f & (F::WRITE | F::EXECUTE)) | mem_type_bits(f)
-    }
-    fn allows(f: F, a: Access) -> bool {
-        !a.user
-            && match a.kind {
-                AccessKind::Read => true,
-                AccessKind::Write => f.contains(F::WRITE),
-                AccessKind::Exec => f.contains(F::EXECUTE),
-            }
-    }
-}
-
-struct Rv<M>(core::marker::PhantomData<M>);
-impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for Rv<M> {
-    type M = M;
-    type PTE = page_table_entry::riscv::Rv64PTE;
-    fn walker() -> walker::Config {
-        let mode = match M::LEVELS {
-            3 => walker::riscv::Mode::Sv39,
-            4 => walker::riscv::Mode::Sv48,
-            _ => walker::riscv::Mode::Sv57,
-        };
-        walker::Config::Riscv(walker::riscv::Config {
-            mode,
-            svpbmt: true,
-            ..Default::default()
-        })
-    }
-    // W without R is reserved: WRITE implies READ.
-    fn expected_flags(f: F) -> F {
-        let r = if f.intersects(F::READ | F::WRITE) {
-            F::READ
-        } else {
-            F::empty()
-        };
-        // T-Head's attributes only tell device memory apart.
-        let mem = if cfg!(feature = "xuantie-c9xx") {
-            f & F::DEVICE
-        } else {
-            mem_type_bits(f)
-        };
-        r | (f & (F::WRITE | F::EXECUTE | F::USER)) | mem
-    }
-    fn allows(f: F, a: Access) -> bool {
-        let e = Self::expected_flags(f);
-        // S-mode without SUM touches no user page; U-mode only user pages.
-        a.user == e.contains(F::USER)
-            && match a.kind {
-                AccessKind::Read => e.contains(F::READ),
-                AccessKind::Write => e.contains(F::WRITE),
-                AccessKind::Exec => e.contains(F::EXECUTE),
-            }
-    }
-    fn walker_applies() -> bool {
-        !cfg!(feature = "xuantie-c9xx")
-    }
-}
-
-struct La;
-impl Format for La {
-    type M = loongarch64::LA64MetaData;
-    type PTE = page_table_entry::loongarch64::LA64PTE;
-    fn walker() -> walker::Config {
-        walker::Config::LoongArch64(Default::default())
-    }
-    fn expected_flags(f: F) -> F {
-        (f & (F::READ | F::WRITE | F::EXECUTE | F::USER)) | mem_type_bits(f)
-    }
-    fn allows(f: F, a: Access) -> bool {
-        (!a.user || f.contains(F::USER))
-            && match a.kind {
-                AccessKind::Read => f.contains(F::READ),
-                AccessKind::Write => f.contains(F::WRITE),
-                AccessKind::Exec => f.contains(F::EXECUTE),
-            }
-    }
-}
-
-const ACCESSES: [Access; 6] = [
-    Access::READ,
-    Access::WRITE,
-    Access::EXEC,
-    Access::USER_READ,
-    Access::USER_WRITE,
-    Access::USER_EXEC,
-];
 
 /// The test state: a table, the model it must equal, and the address windows used.
 struct Harness<T: Format> {
     table: PageTable64<T::M, T::PTE, SimHandler>,
     model: Model,
     g: Gen,
-    mask: u64,
 }
 
 /// Random operands.
@@ -233,11 +47,6 @@ impl<T: Format> Harness<T> {
         mem::reset();
         alloc::reset();
         let va_bits = T::M::VA_MAX_BITS as u32;
-        let mask = if va_bits >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << va_bits) - 1
-        };
         let upper = u64::MAX << (va_bits - 1);
         // A window in the lower half, one in the upper half (not for AArch64, whose walker
         // models TTBR0), and one at the top of the lower half.
@@ -247,11 +56,7 @@ impl<T: Format> Harness<T> {
             // Near the top, leaving the last 1 GiB so no range ends at 2^64 in the model.
             windows.push(u64::MAX - WINDOW - G1 + 1);
         }
-        let sizes = match T::M::MAX_PAGE_SIZE {
-            PageSize::Size2M => vec![K4, M2],
-            PageSize::Size4K | PageSize::Size1M => vec![K4],
-            PageSize::Size1G => vec![K4, M2, G1],
-        };
+        let sizes = check::leaf_sizes::<T>();
         Self {
             table: PageTable64::try_new().unwrap(),
             model: Model::new(&sizes),
@@ -260,7 +65,6 @@ impl<T: Format> Harness<T> {
                 rng: Rng::new(seed),
                 sizes,
             },
-            mask,
         }
     }
 }
@@ -288,8 +92,12 @@ impl Gen {
 
     /// A virtual address aligned to `align`, inside one of the windows.
     fn va(&mut self, align: u64) -> u64 {
-        let base = *self.rng.pick(&self.windows);
-        base + (self.rng.below(WINDOW) & !(align - 1))
+        Self::window_va(&self.windows, &mut self.rng, align)
+    }
+
+    fn window_va(windows: &[u64], rng: &mut Rng, align: u64) -> u64 {
+        let base = *rng.pick(windows);
+        base + (rng.below(WINDOW) & !(align - 1))
     }
 
     /// A range of up to `max_pages` 4 KiB pages inside one window.
@@ -480,114 +288,11 @@ impl<T: Format> Harness<T> {
     /// The whole table equals the model, the walker agrees, and no frame is held beyond what
     /// the mappings need.
     fn check(&mut self) {
-        let mask = self.mask;
-        let got: Vec<_> = self
-            .table
-            .mappings()
-            .map(|m| {
-                (
-                    m.vaddr as u64 & mask,
-                    m.paddr.as_usize() as u64,
-                    m.size as u64,
-                    m.present,
-                    m.flags,
-                )
-            })
-            .collect();
-        let want: Vec<_> = self
-            .model
-            .leaves()
-            .map(|l| {
-                let present = l.is_accessible();
-                let flags = if present {
-                    T::expected_flags(l.flags)
-                } else {
-                    F::empty()
-                };
-                (l.va & mask, l.pa, l.size, present, flags)
-            })
-            .collect();
-        let mut want = want;
-        want.sort_by_key(|w| w.0);
-        assert_eq!(got.len(), want.len(), "leaf count");
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g, w, "leaf");
-        }
-        let levels = T::M::LEVELS;
-        let root_frames = PageTable64::<T::M, T::PTE, SimHandler>::BASE_FRAMES;
-        assert_eq!(
-            self.table.table_frames(),
-            self.model.min_table_frames(levels, root_frames),
-            "tables"
-        );
-        assert_eq!(
-            alloc::live_frames(),
-            self.table.table_frames(),
-            "live frames"
-        );
-
-        // The walker: a sample of leaves, at their first and last byte, every access.
-        if !T::walker_applies() {
-            return;
-        }
-        let cfg = T::walker();
-        let root = self.table.root_paddr().as_usize() as u64;
-        let leaves: Vec<_> = self.model.leaves().cloned().collect();
-        for _ in 0..leaves.len().min(24) {
-            let l = &leaves[self.g.rng.below(leaves.len() as u64) as usize];
-            for va in [
-                l.va,
-                l.va + (l.size - 8),
-                l.va + self.g.rng.below(l.size / 8) * 8,
-            ] {
-                for a in ACCESSES {
-                    let out = walker::translate(&mem::read_u64, root, va, a, &cfg);
-                    if !l.is_accessible() {
-                        assert_eq!(
-                            out.map_err(|f| f.kind),
-                            Err(FaultKind::NotMapped),
-                            "reservation {va:#x}"
-                        );
-                        continue;
-                    }
-                    if T::allows(l.flags, a) {
-                        let t = out
-                            .unwrap_or_else(|f| panic!("{va:#x} {a:?} flags {:?}: {f:?}", l.flags));
-                        assert_eq!(t.pa, l.pa + (va - l.va), "walker pa at {va:#x}");
-                        assert_eq!(t.page_size, l.size);
-                        {
-                            let mem = if l.flags.contains(F::DEVICE) {
-                                MemType::Device
-                            } else if l.flags.contains(F::UNCACHED) {
-                                MemType::Uncached
-                            } else {
-                                MemType::WriteBack
-                            };
-                            assert_eq!(t.mem, mem, "memory type at {va:#x}, flags {:?}", l.flags);
-                        }
-                    } else {
-                        assert_eq!(
-                            out.map_err(|f| f.kind),
-                            Err(FaultKind::Permission),
-                            "{va:#x} {a:?} flags {:?}",
-                            l.flags
-                        );
-                    }
-                }
-            }
-        }
-        // Random holes fault as not mapped.
-        for _ in 0..8 {
-            let va = self.g.va(8);
-            if self.model.leaf_at(va).is_none() {
-                let out = walker::translate(&mem::read_u64, root, va, Access::READ, &cfg);
-                assert_eq!(
-                    out.map_err(|f| f.kind),
-                    Err(FaultKind::NotMapped),
-                    "hole {va:#x}"
-                );
-            }
-        }
+        let g = &mut self.g;
+        let windows = &g.windows;
+        check::check::<T>(&self.table, &self.model, &mut g.rng, |rng| {
+            Gen::window_va(windows, rng, 8)
+        });
     }
 }
 

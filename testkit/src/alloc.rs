@@ -164,6 +164,11 @@ pub fn set_bad_frame_at(n: usize, kind: BadFrame) {
     with(|s| s.bad_at = Some((s.allocs + n, kind)));
 }
 
+/// Cancels a bad frame set with [`set_bad_frame_at`] that no allocation has returned yet.
+pub fn cancel_bad_frame() {
+    with(|s| s.bad_at = None);
+}
+
 /// `true` (the default): the 0.6 pairing rule of the [module documentation](self).
 /// `false`: a one-frame block may be freed by `dealloc_frame` or `dealloc_frames(pa, 1)`
 /// whatever call allocated it.
@@ -614,6 +619,10 @@ mod tests {
         H::dealloc_frames(PhysAddr::from(m as usize), 4);
         assert_no_leaks();
         // The next call is good again.
+        assert_eq!(pa(H::alloc_frame()) % FRAME_SIZE, 0);
+        // A pending bad frame can be cancelled.
+        set_bad_frame_at(1, BadFrame::Unaligned);
+        cancel_bad_frame();
         assert_eq!(pa(H::alloc_frame()) % FRAME_SIZE, 0);
     }
 

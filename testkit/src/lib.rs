@@ -4,6 +4,8 @@
 //! * [`alloc`]: [`SimHandler`], a [`PagingHandler`](page_table_multiarch::PagingHandler)
 //!   over that memory that checks pairing, counts frames, fails and misbehaves on demand;
 //! * [`model`]: a reference model of the mappings, independent of any page table;
+//! * [`check`]: per-format expectations stated from the manuals, and the check that a table
+//!   equals a model, agrees with the walker and holds only the frames it needs;
 //! * [`walker`]: reference MMU walkers for x86_64, AArch64, RISC-V and LoongArch64, written
 //!   from the manuals and sharing no code with `page_table_entry`;
 //! * [`flush`]: [`Recording`], a metadata wrapper that logs TLB flushes, and the
@@ -28,6 +30,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc;
+pub mod check;
 pub mod flush;
 pub mod mem;
 pub mod model;
