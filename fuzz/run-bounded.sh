@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time, starting from the committed corpus, and fails
 # on the first crash (panic, failed check, leak, timeout). The crashing input is left in
-# fuzz/artifacts/<target>/; replay it with `cargo +nightly fuzz run <target> <file>`.
+# fuzz/artifacts/<target>/; replay it with `cargo fuzz run -s none <target> <file>`.
 #
 # FUZZ_SECONDS: time per target (default 40: four targets, under three minutes).
 # FUZZ_SANITIZER: cargo-fuzz's sanitizer (default none: the simulated memory is one host
 # allocation, so ASan sees little here; fuzz/asan-tests.sh runs the tests under ASan).
-# Needs the nightly toolchain; installs cargo-fuzz if it is missing.
+# Without a sanitizer the default toolchain builds the targets; a sanitizer needs the
+# nightly one. Installs cargo-fuzz if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,9 +16,14 @@ seconds=${FUZZ_SECONDS:-40}
 sanitizer=${FUZZ_SANITIZER:-none}
 target_dir=${CARGO_TARGET_DIR:-$root/target}/fuzz
 
-if ! cargo +nightly --version > /dev/null 2>&1; then
-    echo "fuzz/run-bounded.sh: the nightly toolchain is required" >&2
-    exit 1
+if [ "$sanitizer" = none ]; then
+    cargo=(cargo)
+else
+    cargo=(cargo +nightly)
+    if ! cargo +nightly --version > /dev/null 2>&1; then
+        echo "fuzz/run-bounded.sh: a sanitizer needs the nightly toolchain" >&2
+        exit 1
+    fi
 fi
 if ! cargo fuzz --version > /dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -28,11 +34,11 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 fuzz() {
-    cargo +nightly fuzz "$1" --sanitizer "$sanitizer" --target-dir "$target_dir" "${@:2}"
+    "${cargo[@]}" fuzz "$1" --sanitizer "$sanitizer" --target-dir "$target_dir" "${@:2}"
 }
 
 fuzz build
-for target in $(cargo +nightly fuzz list); do
+for target in $("${cargo[@]}" fuzz list); do
     echo "==> fuzz $target for ${seconds}s"
     mkdir -p "$scratch/$target"
     # grep hides libFuzzer's progress lines; the status is cargo fuzz's.

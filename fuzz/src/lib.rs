@@ -24,7 +24,8 @@
 //! need; after every flushed step the allocator has exactly those frames live; after the
 //! table is dropped, none. The allocator itself panics on a double or mismatched free.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::sync::Once;
 
 use arbitrary::{Arbitrary, Unstructured};
 use memory_addr::{PhysAddr, VirtAddr};
@@ -941,6 +942,26 @@ impl<T: Format> State<T> {
 // Running
 // -------------------------------------------------------------------------------------
 
+thread_local! {
+    /// The step being run or checked, for the panic message.
+    static CURRENT: Cell<Option<(usize, Step)>> = const { Cell::new(None) };
+}
+
+/// Makes a panic name the step it happened in (before the previous hook, which for a fuzz
+/// target reports the crash and aborts).
+fn install_panic_context() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some((i, step)) = CURRENT.with(Cell::get) {
+                eprintln!("ptm_fuzz: at step {i}: {step:?}");
+            }
+            previous(info);
+        }));
+    });
+}
+
 /// Whether `PTM_FUZZ_TRACE` is set: each operation and its outcome are printed.
 fn trace() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -1301,6 +1322,8 @@ fn disarm() {
 /// Runs one input on format `T` (byte 0 is ignored: the target has used it).
 pub fn run<T: Format>(data: &[u8]) {
     let (setup, steps) = decode(data);
+    install_panic_context();
+    CURRENT.with(|c| c.set(None));
     // The simulated memory is kept from one input to the next (frames are refilled when
     // allocated); the allocator starts afresh.
     if testkit::mem::size() == MEM_SIZE {
@@ -1333,6 +1356,7 @@ pub fn run<T: Format>(data: &[u8]) {
     let mut i = 0;
     while i < steps.len() {
         if steps[i].mode.immediate() {
+            CURRENT.with(|c| c.set(Some((i, steps[i]))));
             let Step { mode, op } = steps[i];
             st.fault = mode.fault();
             arm(st.fault, pa_limit);
@@ -1360,6 +1384,7 @@ pub fn run<T: Format>(data: &[u8]) {
                     break;
                 }
                 first = false;
+                CURRENT.with(|c| c.set(Some((i, steps[i]))));
                 st.fault = mode.fault();
                 arm(st.fault, pa_limit);
                 run_op(&mut st, &mut CursorApi::<T>(&mut cursor), op);
@@ -1378,6 +1403,7 @@ pub fn run<T: Format>(data: &[u8]) {
         }
         check_step(&mut st, &table, true);
     }
+    CURRENT.with(|c| c.set(None));
     drop(table);
     alloc::assert_no_leaks();
 }
