@@ -230,6 +230,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         tva | self.high
     }
 
+    /// Records `count` changed 4 KiB pages from `tva`.
+    #[inline]
+    fn record_pages(&mut self, tva: usize, count: usize) {
+        let va = self.canonical(tva);
+        self.pending
+            .record_pages(va, count, Geometry::shift(0) as u32);
+    }
+
     #[inline(always)]
     fn record(&mut self, tva: usize, height: usize) {
         let va = self.canonical(tva);
@@ -890,9 +898,12 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
         if height == 0 {
-            // The last level: one loop over the slots.
+            // The last level: one loop over the slots, one recorded range per run of
+            // changed pages.
             let first = geo.index(start, 0);
-            for k in 0..(end - start) >> Geometry::shift(0) {
+            let count = (end - start) >> Geometry::shift(0);
+            let mut run = 0;
+            for k in 0..count {
                 // SAFETY: `t` is a live last-level table and `[start, end)` lies inside its
                 // span, so `first + k` is below 512.
                 let mut pte = unsafe { read(t, first + k) };
@@ -900,8 +911,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     pte.set_flags(flags, false);
                     // SAFETY: as above.
                     unsafe { write(t, first + k, pte) };
-                    self.record(start + (k << Geometry::shift(0)), 0);
+                    run += 1;
+                } else if run > 0 {
+                    self.record_pages(start + ((k - run) << Geometry::shift(0)), run);
+                    run = 0;
                 }
+            }
+            if run > 0 {
+                self.record_pages(start + ((count - run) << Geometry::shift(0)), run);
             }
             return;
         }
