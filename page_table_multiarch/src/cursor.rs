@@ -324,21 +324,21 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         Some(count)
     }
 
-    /// After `cleared` entries of the table at `table` (linked by `link`) became unused:
-    /// whether it is now empty. `near` is an entry just cleared, where a scan starts.
+    /// After `cleared` entries of the table `t` at `height` (linked by `link`) became
+    /// unused: whether it is now empty, from the count kept in `link` where the format keeps
+    /// one, otherwise by scanning the table from `near`, an entry just cleared.
     #[inline]
-    /// `height` is the table's, `invalid` the page table's invalid table.
     fn emptied(
+        &self,
         link: *mut PTE,
-        table: PhysAddr,
+        t: *const PTE,
         height: usize,
-        invalid: PhysAddr,
         cleared: usize,
         near: usize,
     ) -> bool {
         match Self::adjust_count(link, -(cleared as isize)) {
             Some(count) => count == 0,
-            None => table_is_empty_near::<PTE>(table_ptr::<PTE, H>(table), near, height, invalid),
+            None => table_is_empty_near::<PTE>(t, near, height, self.table.invalid),
         }
     }
 
@@ -478,14 +478,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if pte.is_present() {
             self.record(base, height);
         }
-        if height < Self::GEO.root_height() {
-            let empty = match Self::adjust_count(link, -1) {
-                Some(count) => count == 0,
-                None => table_is_empty_near::<PTE>(t, index, height, self.table.invalid),
-            };
-            if empty {
-                self.reclaim_path(tva, height);
-            }
+        if height < Self::GEO.root_height() && self.emptied(link, t, height, 1, index) {
+            self.reclaim_path(tva, height);
         }
         if pte.is_present() {
             Ok((pte.paddr(), pte.flags(), size))
@@ -873,8 +867,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 Kind::Table(child) => {
                     let gone = self.unmap_range(child, height - 1, va, chunk_end, reserve);
                     let near = geo.index(va, height - 1);
-                    let invalid = self.table.invalid;
-                    if gone > 0 && Self::emptied(link, child, height - 1, invalid, gone, near) {
+                    let c = table_ptr::<PTE, H>(child);
+                    if gone > 0 && self.emptied(link, c, height - 1, gone, near) {
                         self.clear_entry(t, index, height);
                         self.defer_table(child, base, height);
                         cleared += 1;
@@ -1076,11 +1070,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let (grand, gindex) = path[h + 2];
             // SAFETY: `grand[gindex]` is the entry that links `parent`.
             let plink = unsafe { table_ptr::<PTE, H>(grand).add(gindex) };
-            let empty = match Self::adjust_count(plink, -1) {
-                Some(count) => count == 0,
-                None => table_is_empty_near::<PTE>(p, index, h + 1, self.table.invalid),
-            };
-            if !empty {
+            if !self.emptied(plink, p, h + 1, 1, index) {
                 return;
             }
             table = parent;
