@@ -75,16 +75,21 @@ fn xframe(a: usize) -> PhysFrame<Size4KiB> {
     PhysFrame::containing_address(::x86_64::PhysAddr::new(a as u64))
 }
 
-/// One round for this workspace's crate.
-pub fn round_ours(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
+/// One round for a crate with the page_table_multiarch cursor API (this workspace's and
+/// 0.6.2 share it; only the types differ). `$after_w4` gets the table and the live frame
+/// count after W4.
+macro_rules! cursor_round {
+    ($(#[$doc:meta])* $name:ident, $krate:ident, $table:ty, $rw:expr, $ro:expr, $label:literal, $after_w4:expr) => {
+        $(#[$doc])*
+        pub fn $name(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
     let mut r = LibRound::default();
-    let rw = ours_rw();
-    let ro = page_table_multiarch::MappingFlags::READ;
-    use page_table_multiarch::PageSize;
+    let rw = $rw;
+    let ro = $ro;
+    use $krate::PageSize;
 
     // W1–W4: single-page operations through one cursor each.
     sim.reset();
-    let mut t = Ours::try_new().expect("root");
+    let mut t = <$table>::try_new().expect("root");
     r.set(
         Work::W1Map,
         timed(|| {
@@ -130,12 +135,12 @@ pub fn round_ours(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
         }),
     );
     r.frames(Point::W4, sim.live(), None, None);
-    assert_eq!(t.table_frames(), sim.live(), "table_frames disagrees");
+    ($after_w4)(&t, sim.live());
     drop(t);
 
     // W5: huge pages.
     sim.reset();
-    let mut t = Ours::try_new().expect("root");
+    let mut t = <$table>::try_new().expect("root");
     r.set(
         Work::W5Huge2M,
         timed(|| {
@@ -154,7 +159,7 @@ pub fn round_ours(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
     assert_eq!(size, PageSize::Size2M);
     drop(t);
     sim.reset();
-    let mut t = Ours::try_new().expect("root");
+    let mut t = <$table>::try_new().expect("root");
     r.set(
         Work::W5Huge1G,
         timed(|| {
@@ -179,7 +184,7 @@ pub fn round_ours(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
 
     // W6: region operations with 4 KiB pages.
     sim.reset();
-    let mut t = Ours::try_new().expect("root");
+    let mut t = <$table>::try_new().expect("root");
     r.set(
         Work::W6Map,
         timed(|| {
@@ -215,7 +220,7 @@ pub fn round_ours(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
 
     // W7: random single pages.
     sim.reset();
-    let mut t = Ours::try_new().expect("root");
+    let mut t = <$table>::try_new().expect("root");
     r.set(
         Work::W7Map,
         timed(|| {
@@ -253,188 +258,33 @@ pub fn round_ours(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
     );
     r.frames(Point::W7, sim.live(), None, None);
     drop(t);
-    assert_eq!(sim.live(), 0, "ours leaked frames");
+    assert_eq!(sim.live(), 0, concat!($label, " leaked frames"));
     r
 }
-
-/// One round for page_table_multiarch 0.6.2.
-pub fn round_old(sim: &Sim, cfg: &Config, plan: &Plan) -> LibRound {
-    let mut r = LibRound::default();
-    let rw = old_rw();
-    let ro = ptm06::MappingFlags::READ;
-    use ptm06::PageSize;
-
-    sim.reset();
-    let mut t = Old::try_new().expect("root");
-    r.set(
-        Work::W1Map,
-        timed(|| {
-            let mut c = t.cursor();
-            for i in 0..cfg.pages {
-                c.map(
-                    va(VA_LINEAR + i * K4),
-                    pa(PA_LINEAR + i * K4),
-                    PageSize::Size4K,
-                    rw,
-                )
-                .expect("map");
-            }
-        }),
-    );
-    let mut sum = 0usize;
-    r.set(
-        Work::W2Query,
-        timed(|| {
-            for i in 0..cfg.pages {
-                sum =
-                    sum.wrapping_add(t.query(va(VA_LINEAR + i * K4)).expect("query").0.as_usize());
-            }
-        }),
-    );
-    r.query_sum[0] = black_box(sum);
-    r.set(
-        Work::W3Protect,
-        timed(|| {
-            let mut c = t.cursor();
-            for i in 0..cfg.pages {
-                c.protect(va(VA_LINEAR + i * K4), ro).expect("protect");
-            }
-        }),
-    );
-    r.set(
-        Work::W4Unmap,
-        timed(|| {
-            let mut c = t.cursor();
-            for i in 0..cfg.pages {
-                black_box(c.unmap(va(VA_LINEAR + i * K4)).expect("unmap"));
-            }
-        }),
-    );
-    r.frames(Point::W4, sim.live(), None, None);
-    drop(t);
-
-    sim.reset();
-    let mut t = Old::try_new().expect("root");
-    r.set(
-        Work::W5Huge2M,
-        timed(|| {
-            t.cursor()
-                .map_region(
-                    va(VA_LINEAR),
-                    |v| pa(v.as_usize() - VA_LINEAR + PA_HUGE_2M),
-                    cfg.region,
-                    rw,
-                    true,
-                )
-                .expect("map_region huge")
-        }),
-    );
-    assert_eq!(
-        t.query(va(VA_LINEAR)).expect("query huge").2,
-        PageSize::Size2M
-    );
-    drop(t);
-    sim.reset();
-    let mut t = Old::try_new().expect("root");
-    r.set(
-        Work::W5Huge1G,
-        timed(|| {
-            for g in 0..GIB_CALLS {
-                t.cursor()
-                    .map_region(
-                        va(VA_LINEAR + g * G1),
-                        |v| pa(v.as_usize() - VA_LINEAR + PA_HUGE_1G),
-                        G1,
-                        rw,
-                        true,
-                    )
-                    .expect("map_region 1G");
-            }
-        }),
-    );
-    assert_eq!(
-        t.query(va(VA_LINEAR)).expect("query 1G").2,
-        PageSize::Size1G
-    );
-    drop(t);
-
-    sim.reset();
-    let mut t = Old::try_new().expect("root");
-    r.set(
-        Work::W6Map,
-        timed(|| {
-            t.cursor()
-                .map_region(
-                    va(VA_LINEAR),
-                    |v| pa(v.as_usize() - VA_LINEAR + PA_LINEAR),
-                    cfg.region,
-                    rw,
-                    false,
-                )
-                .expect("map_region")
-        }),
-    );
-    r.set(
-        Work::W6Protect,
-        timed(|| {
-            t.cursor()
-                .protect_region(va(VA_LINEAR), cfg.region, ro)
-                .expect("protect_region")
-        }),
-    );
-    r.set(
-        Work::W6Unmap,
-        timed(|| {
-            t.cursor()
-                .unmap_region(va(VA_LINEAR), cfg.region)
-                .expect("unmap_region")
-        }),
-    );
-    r.frames(Point::W6, sim.live(), None, None);
-    drop(t);
-
-    sim.reset();
-    let mut t = Old::try_new().expect("root");
-    r.set(
-        Work::W7Map,
-        timed(|| {
-            let mut c = t.cursor();
-            for &k in &plan.map_order {
-                c.map(
-                    va(VA_RANDOM + k * K4),
-                    pa(PA_RANDOM + k * K4),
-                    PageSize::Size4K,
-                    rw,
-                )
-                .expect("map");
-            }
-        }),
-    );
-    let mut sum = 0usize;
-    r.set(
-        Work::W7Query,
-        timed(|| {
-            for &k in &plan.query_order {
-                sum =
-                    sum.wrapping_add(t.query(va(VA_RANDOM + k * K4)).expect("query").0.as_usize());
-            }
-        }),
-    );
-    r.query_sum[1] = black_box(sum);
-    r.set(
-        Work::W7Unmap,
-        timed(|| {
-            let mut c = t.cursor();
-            for &k in &plan.unmap_order {
-                black_box(c.unmap(va(VA_RANDOM + k * K4)).expect("unmap"));
-            }
-        }),
-    );
-    r.frames(Point::W7, sim.live(), None, None);
-    drop(t);
-    assert_eq!(sim.live(), 0, "0.6.2 leaked frames");
-    r
+    };
 }
+
+cursor_round!(
+    /// One round for this workspace's crate.
+    round_ours,
+    page_table_multiarch,
+    Ours,
+    ours_rw(),
+    page_table_multiarch::MappingFlags::READ,
+    "ours",
+    |t: &Ours, live: usize| assert_eq!(t.table_frames(), live, "table_frames disagrees")
+);
+
+cursor_round!(
+    /// One round for page_table_multiarch 0.6.2.
+    round_old,
+    ptm06,
+    Old,
+    old_rw(),
+    ptm06::MappingFlags::READ,
+    "0.6.2",
+    |_: &Old, _: usize| {}
+);
 
 /// An x86_64-crate page table over simulated memory. It owns its level-4 frame; dropping it
 /// frees every table below (the crate itself frees tables only through `CleanUp`).
