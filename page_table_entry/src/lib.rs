@@ -60,6 +60,16 @@ bitflags::bitflags! {
         const DEVICE        = 1 << 4;
         /// The memory is normal memory, but uncached (non-cacheable / weakly-ordered uncached).
         const UNCACHED      = 1 << 5;
+        /// The translation is global: it is not tagged with an address-space identifier
+        /// (PCID, ASID) and stays valid in the TLB across address-space switches. Meant for
+        /// kernel mappings that every address space shares.
+        ///
+        /// Opt-in on every format: without it a mapping is non-global (x86 `G` clear,
+        /// AArch64 `nG` set, RISC-V `G` clear, LoongArch `G`/`HG` clear). Formats without
+        /// address-space identifiers (the AArch64 EL2 regime) neither encode nor report it.
+        /// Invalidating a global translation needs a TLB flush that covers every address
+        /// space, not an ASID-scoped one.
+        const GLOBAL        = 1 << 6;
     }
 }
 
@@ -112,8 +122,8 @@ pub trait GenericPTE: fmt::Debug + Clone + Copy + Sync + Send + Sized {
     fn flags(&self) -> MappingFlags;
     /// Replaces the physical address, keeping every other bit.
     fn set_paddr(&mut self, paddr: PhysAddr);
-    /// Replaces the permission and memory-type bits, keeping the address and the bits
-    /// `MappingFlags` does not describe (accessed, dirty, global and software bits).
+    /// Replaces the permission, memory-type and global bits, keeping the address and the bits
+    /// `MappingFlags` does not describe (accessed, dirty and software bits).
     fn set_flags(&mut self, flags: MappingFlags, is_huge: bool);
     /// The raw value of the entry.
     fn bits(self) -> usize;

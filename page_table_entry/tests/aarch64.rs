@@ -45,28 +45,33 @@ fn mair_value() {
 
 #[test]
 fn literal_el1() {
-    // The 0.6.2 values, where the encoding agrees.
+    // The 0.6.2 values, where the encoding agrees: 0.6.2 never set nG, so its leaves match
+    // ours with GLOBAL.
     // R: VALID|NON_BLOCK|AttrIndx 1|AP_RO|SH 11|AF, UXN|PXN.
-    assert_eq!(el1(MF::READ, false), 0x0060_0000_4020_0787);
-    assert_eq!(el1(MF::READ | MF::WRITE, false), 0x0060_0000_4020_0707);
+    let g = MF::GLOBAL;
+    assert_eq!(el1(MF::READ | g, false), 0x0060_0000_4020_0787);
+    assert_eq!(el1(MF::READ | MF::WRITE | g, false), 0x0060_0000_4020_0707);
     assert_eq!(
-        el1(MF::READ | MF::WRITE | MF::EXECUTE, false),
+        el1(MF::READ | MF::WRITE | MF::EXECUTE | g, false),
         0x0040_0000_4020_0707
     );
     assert_eq!(
-        el1(MF::READ | MF::WRITE | MF::DEVICE, false),
+        el1(MF::READ | MF::WRITE | MF::DEVICE | g, false),
         0x0060_0000_4020_0403
     );
     assert_eq!(
-        el1(MF::READ | MF::WRITE | MF::UNCACHED, false),
+        el1(MF::READ | MF::WRITE | MF::UNCACHED | g, false),
         0x0060_0000_4020_070b
     );
-    assert_eq!(el1(MF::READ | MF::WRITE, true), 0x0060_0000_4020_0705); // block: bit 1 clear
+    assert_eq!(el1(MF::READ | MF::WRITE | g, true), 0x0060_0000_4020_0705); // block: bit 1 clear
     assert_eq!(el1(MF::empty(), false), 0x0000_0000_4020_0402); // AF | NON_BLOCK, not valid
+    assert_eq!(el1(g, false), 0x0000_0000_4020_0402); // GLOBAL alone grants no access
 
     // Deliberate differences from 0.6.2:
-    // User pages are non-global (nG, bit 11) so that they are tagged with the ASID
-    // (0.6.2: 0x0060_..._0747 and 0x0020_..._0747).
+    // Without GLOBAL a leaf is non-global (nG, bit 11): tagged with the ASID.
+    assert_eq!(el1(MF::READ, false), 0x0060_0000_4020_0f87);
+    assert_eq!(el1(MF::READ | MF::WRITE, true), 0x0060_0000_4020_0f05);
+    // User pages (0.6.2: 0x0060_..._0747 and 0x0020_..._0747).
     assert_eq!(
         el1(MF::READ | MF::WRITE | MF::USER, false),
         0x0060_0000_4020_0f47
@@ -75,9 +80,14 @@ fn literal_el1() {
         el1(MF::READ | MF::WRITE | MF::EXECUTE | MF::USER, false),
         0x0020_0000_4020_0f47
     );
+    // A global user page (a vDSO-style page shared by every address space).
+    assert_eq!(
+        el1(MF::READ | MF::EXECUTE | MF::USER | g, false),
+        0x0020_0000_4020_07c7
+    );
     // WRITE or EXECUTE without READ give a valid, readable descriptor (0.6.2: invalid).
-    assert_eq!(el1(MF::WRITE, false), 0x0060_0000_4020_0707);
-    assert_eq!(el1(MF::EXECUTE, false), 0x0040_0000_4020_0787);
+    assert_eq!(el1(MF::WRITE, false), 0x0060_0000_4020_0f07);
+    assert_eq!(el1(MF::EXECUTE, false), 0x0040_0000_4020_0f87);
     assert_eq!(el1(MF::EXECUTE | MF::USER, false), 0x0020_0000_4020_0fc7);
     // A huge PROT_NONE reservation: AF only (bit 1 clear marks the block).
     assert_eq!(el1(MF::USER, true), 0x0000_0000_4020_0400);
@@ -98,6 +108,11 @@ fn literal_el2() {
         0x0040_0000_4020_0747
     );
     assert_eq!(el2(MF::READ | MF::DEVICE, true), 0x0040_0000_4020_04c1);
+    // No ASID: nG is never set, and GLOBAL is neither encoded nor reported.
+    assert_eq!(
+        el2(MF::READ | MF::WRITE | MF::GLOBAL, false),
+        0x0040_0000_4020_0747
+    );
     assert_eq!(el2(MF::empty(), false), 0x0000_0000_4020_0402);
     assert_eq!(
         A64PTEEl2::new_page(PhysAddr::from(EXAMPLE), MF::READ | MF::USER, false).flags(),
@@ -125,16 +140,20 @@ fn literal_tables() {
 fn literal_decoding() {
     let e1 = |raw: u64| A64PTEEl1::from_raw(raw).flags();
     let e2 = |raw: u64| A64PTEEl2::from_raw(raw).flags();
-    // 0.6.2 user page without nG still decodes as a user page.
+    // 0.6.2 user page without nG decodes as a global user page.
     assert_eq!(
         e1(0x0020_0000_4020_0747),
+        MF::READ | MF::WRITE | MF::EXECUTE | MF::USER | MF::GLOBAL
+    );
+    assert_eq!(
+        e1(0x0020_0000_4020_0f47),
         MF::READ | MF::WRITE | MF::EXECUTE | MF::USER
     );
     // Kernel page: EXECUTE follows PXN, and UXN does not matter.
-    assert_eq!(e1(0x0020_0000_4020_0707), MF::READ | MF::WRITE);
+    assert_eq!(e1(0x0020_0000_4020_0f07), MF::READ | MF::WRITE);
     assert_eq!(
         e1(0x0040_0000_4020_0707),
-        MF::READ | MF::WRITE | MF::EXECUTE
+        MF::READ | MF::WRITE | MF::EXECUTE | MF::GLOBAL
     );
     // EL2: only bit 54 counts, AP[1] does not mean USER.
     assert_eq!(
@@ -179,10 +198,16 @@ fn alias_and_conversions() {
     }
     assert_eq!(DA::from(MF::empty()), DA::empty());
     assert_eq!(DA::from(MF::USER | MF::DEVICE), DA::empty());
-    // A table descriptor has no attributes; it decodes like 0.6.2.
+    // A table descriptor has no attributes; it decodes like 0.6.2, plus GLOBAL (nG clear)
+    // in the EL1&0 regime.
+    let global = if cfg!(feature = "arm-el2") {
+        MF::empty()
+    } else {
+        MF::GLOBAL
+    };
     assert_eq!(
         MF::from(DA::VALID | DA::NON_BLOCK),
-        MF::READ | MF::WRITE | MF::EXECUTE | MF::DEVICE
+        MF::READ | MF::WRITE | MF::EXECUTE | MF::DEVICE | global
     );
 }
 
@@ -196,12 +221,13 @@ fn contract<R: Regime>() {
 #[test]
 fn contract_el1() {
     contract::<page_table_entry::aarch64::El1>();
-    // USER survives in EL1&0.
+    // USER and GLOBAL survive in EL1&0, and nG is set exactly without GLOBAL.
     for f in all_flags().filter(|f| f.is_accessible()) {
-        assert_eq!(
-            A64PTEEl1::effective_flags(f).contains(MF::USER),
-            f.contains(MF::USER)
-        );
+        let e = A64PTEEl1::effective_flags(f);
+        assert_eq!(e.contains(MF::USER), f.contains(MF::USER));
+        assert_eq!(e.contains(MF::GLOBAL), f.contains(MF::GLOBAL));
+        let raw = el1(f, false);
+        assert_eq!(raw & DA::NG.bits() == 0, f.contains(MF::GLOBAL), "{f:?}");
     }
 }
 
@@ -209,13 +235,13 @@ fn contract_el1() {
 fn contract_el2() {
     contract::<page_table_entry::aarch64::El2>();
     for f in all_flags() {
-        assert!(!A64PTEEl2::effective_flags(f).contains(MF::USER));
+        assert!(!A64PTEEl2::effective_flags(f).intersects(MF::USER | MF::GLOBAL));
     }
 }
 
 fn keeps_bits<R: Regime>() {
-    // nG, DBM (51), Contiguous (52), software bits 55-58, NS.
-    let extras = DA::NG.bits() | 1 << 51 | DA::CONTIGUOUS.bits() | 0xf << 55 | DA::NS.bits();
+    // DBM (51), Contiguous (52), software bits 55-58, NS.
+    let extras = 1 << 51 | DA::CONTIGUOUS.bits() | 0xf << 55 | DA::NS.bits();
     for huge in [false, true] {
         for pa in leaf_addrs::<A64PTEOf<R>>(huge) {
             for f1 in all_flags() {
@@ -235,10 +261,16 @@ fn keeps_bits<R: Regime>() {
 fn set_flags_keeps_hardware_and_software_bits() {
     keeps_bits::<page_table_entry::aarch64::El1>();
     keeps_bits::<page_table_entry::aarch64::El2>();
-    // A user page gets nG back from set_flags even if it was cleared.
+    // nG follows GLOBAL both ways.
     let mut pte = A64PTEEl1::from_raw(0x0060_0000_4020_0707);
     pte.set_flags(MF::READ | MF::USER, false);
     assert_eq!(pte.bits(), 0x0060_0000_4020_0fc7);
+    pte.set_flags(MF::READ | MF::GLOBAL, false);
+    assert_eq!(pte.bits(), 0x0060_0000_4020_0787);
+    // EL2 clears the ignored nG.
+    let mut pte = A64PTEEl2::from_raw(0x0060_0000_4020_0f47);
+    pte.set_flags(MF::READ, false);
+    assert_eq!(pte.bits(), 0x0040_0000_4020_07c7);
 }
 
 fn no_reserved<R: Regime>(el2: bool) {

@@ -99,11 +99,40 @@ fn huge_global_bit_is_not_address() {
     assert_eq!(pte.paddr(), PhysAddr::from(0x4020_0000));
     pte.set_paddr(PhysAddr::from(0x8000_0000));
     assert_eq!(pte.bits(), 0x4000_0000_8000_11d3);
+    assert_eq!(pte.flags(), MF::READ | MF::WRITE | MF::GLOBAL);
+    // HG follows GLOBAL.
     pte.set_flags(MF::READ, true);
+    assert_eq!(pte.bits(), 0x4000_0000_8000_00d1);
+    pte.set_flags(MF::READ | MF::GLOBAL, true);
     assert_eq!(pte.bits(), 0x4000_0000_8000_10d1);
     assert_eq!(
         LA64PTE::new_page(PhysAddr::from(0x4020_1000), MF::READ, true).bits(),
         0x4000_0000_4020_00d1
+    );
+    assert_eq!(
+        LA64PTE::new_page(PhysAddr::from(0x4020_1000), MF::READ | MF::GLOBAL, true).bits(),
+        0x4000_0000_4020_10d1
+    );
+}
+
+#[test]
+fn global_page_keeps_address_bit_12() {
+    // A 4 KiB page's global bit is bit 6 (which reads as GH in a directory entry); software
+    // bit 11 marks that use, and bit 12 stays an address bit.
+    let mut pte = LA64PTE::new_page(PhysAddr::from(0x4020_1000), MF::READ | MF::GLOBAL, false);
+    assert_eq!(pte.bits(), 0x4000_0000_4020_18d1);
+    assert!(!pte.is_huge());
+    assert_eq!(pte.paddr(), PhysAddr::from(0x4020_1000));
+    assert_eq!(pte.flags(), MF::READ | MF::GLOBAL);
+    pte.set_paddr(PhysAddr::from(0x8000_3000));
+    assert_eq!(pte.paddr(), PhysAddr::from(0x8000_3000));
+    pte.set_flags(MF::READ | MF::WRITE, false);
+    assert_eq!(pte.bits(), 0x4000_0000_8000_3193);
+    assert_eq!(pte.flags(), MF::READ | MF::WRITE);
+    // GLOBAL without access: a plain reservation.
+    assert_eq!(
+        LA64PTE::new_page(PhysAddr::from(0x4020_1000), MF::GLOBAL, false).bits(),
+        0x4020_1400
     );
 }
 
@@ -125,11 +154,8 @@ fn tables() {
 #[test]
 fn set_flags_keeps_hardware_and_software_bits() {
     for huge in [false, true] {
-        // Software bits 9 and 11, RPLV; HG (bit 12) of a huge leaf.
-        let mut extras = 1 << 9 | 1 << 11 | PTEFlags::RPLV.bits();
-        if huge {
-            extras |= PTEFlags::G.bits();
-        }
+        // Software bit 9, RPLV.
+        let extras = 1 << 9 | PTEFlags::RPLV.bits();
         for pa in leaf_addrs::<LA64PTE>(huge) {
             for f1 in all_flags() {
                 let base = LA64PTE::new_page(PhysAddr::from(pa), f1, huge).bits() as u64;
@@ -151,16 +177,18 @@ fn no_reserved_encodings() {
         for huge in [false, true] {
             for pa in leaf_addrs::<LA64PTE>(huge) {
                 let raw = LA64PTE::new_page(PhysAddr::from(pa), f, huge).bits() as u64;
-                // MAT 3 is reserved; RPLV and HG (bit 12 of a huge leaf) are never set; D
-                // only with W.
+                // MAT 3 is reserved; RPLV is never set; D only with W.
                 assert_ne!(raw >> 4 & 3, 3, "{f:?}");
                 assert_eq!(raw & PTEFlags::RPLV.bits(), 0, "{f:?}");
-                if huge {
-                    assert_eq!(raw & PTEFlags::G.bits(), 0, "{f:?}");
-                }
                 assert_eq!(raw >> 1 & 1, raw >> 8 & 1, "{f:?}");
-                // GH only when asked for a huge leaf.
-                assert_eq!(raw & PTEFlags::GH.bits() != 0, huge, "{f:?}");
+                let global = f.is_accessible() && f.contains(MF::GLOBAL);
+                // HG (bit 12 of a huge leaf) exactly for a global huge page.
+                if huge {
+                    assert_eq!(raw & PTEFlags::G.bits() != 0, global, "{f:?}");
+                }
+                // Bit 6 is GH in a huge leaf, and G (marked by bit 11) in a page.
+                assert_eq!(raw & PTEFlags::GH.bits() != 0, huge || global, "{f:?}");
+                assert_eq!(raw & 1 << 11 != 0, !huge && global, "{f:?}");
                 // V and P together.
                 assert_eq!(raw & 1, raw >> 7 & 1, "{f:?}");
             }

@@ -72,6 +72,11 @@ fn literal_svpbmt() {
         page(MF::READ | MF::DEVICE | MF::UNCACHED),
         0x4000_0000_1008_00c3
     );
+    // GLOBAL: G (bit 5).
+    assert_eq!(
+        page(MF::READ | MF::WRITE | MF::DEVICE | MF::GLOBAL),
+        0x4000_0000_1008_00e7
+    );
     let flags = |raw: u64| Rv64PTE::from_raw(raw).flags();
     assert_eq!(
         flags(0x4000_0000_1008_00c7),
@@ -156,8 +161,8 @@ fn paddr_field() {
 
 #[test]
 fn set_flags_keeps_hardware_and_software_bits() {
-    // A, D, G, RSW bit 9.
-    let extras = (PTEFlags::A | PTEFlags::D | PTEFlags::G).bits() as u64 | 1 << 9;
+    // A, D, RSW bit 9.
+    let extras = (PTEFlags::A | PTEFlags::D).bits() as u64 | 1 << 9;
     for huge in [false, true] {
         for pa in leaf_addrs::<Rv64PTE>(huge) {
             for f1 in all_flags() {

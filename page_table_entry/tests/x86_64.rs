@@ -43,6 +43,19 @@ fn literal_leaves() {
     assert_eq!(page(MF::READ | MF::WRITE, true), 0x8000_0000_4020_0083); // + PS
     assert_eq!(page(MF::WRITE, false), 0x8000_0000_4020_0003); // READ is implied
     assert_eq!(page(MF::EXECUTE, false), 0x0000_0000_4020_0001);
+    // GLOBAL: G (bit 8), in a page and in a huge leaf.
+    assert_eq!(
+        page(MF::READ | MF::WRITE | MF::GLOBAL, false),
+        0x8000_0000_4020_0103
+    );
+    assert_eq!(
+        page(MF::READ | MF::EXECUTE | MF::GLOBAL, true),
+        0x0000_0000_4020_0181
+    );
+    assert_eq!(
+        X64PTE::from_raw(0x8000_0000_4020_0107).flags(),
+        MF::READ | MF::WRITE | MF::USER | MF::GLOBAL
+    );
 
     // Deliberate differences from 0.6.2:
     // UNCACHED is PCD alone (UC-, PAT entry 2) so that it decodes apart from DEVICE
@@ -136,7 +149,6 @@ fn tables() {
 fn set_flags_keeps_hardware_and_software_bits() {
     let extras = PTF::ACCESSED
         | PTF::DIRTY
-        | PTF::GLOBAL
         | PTF::BIT_10
         | PTF::BIT_11
         | PTF::BIT_52
@@ -164,8 +176,10 @@ fn no_reserved_encodings() {
             let raw = X64PTE::new_page(PhysAddr::from(pa), f, false).bits() as u64;
             // PS (PAT of a 4 KiB page) only for a huge leaf.
             assert_eq!(raw & PTF::HUGE_PAGE.bits(), 0, "{f:?}");
-            // Hardware-owned and global bits are never set by the library.
-            assert_eq!(raw & (PTF::ACCESSED | PTF::DIRTY | PTF::GLOBAL).bits(), 0);
+            // Hardware-owned bits are never set by the library; G exactly with GLOBAL.
+            assert_eq!(raw & (PTF::ACCESSED | PTF::DIRTY).bits(), 0);
+            let global = f.is_accessible() && f.contains(MF::GLOBAL);
+            assert_eq!(raw & PTF::GLOBAL.bits() != 0, global, "{f:?}");
         }
         for pa in leaf_addrs::<X64PTE>(true) {
             let raw = X64PTE::new_page(PhysAddr::from(pa), f, true).bits() as u64;

@@ -82,12 +82,15 @@ where
     {
         let mut c = pt.cursor();
         let at = |base: usize, off: usize| VirtAddr::from(base + off);
+        // Kernel mappings are global: every address space shares them, so their TLB entries
+        // survive address-space switches. User mappings are not (tagged with the ASID).
+        let k = F::GLOBAL;
         // Kernel image: text RX, rodata R, data and bss RW + NX.
         c.map_region(
             at(kernel, 0),
             |va| PhysAddr::from(va.as_usize() - kernel + kernel_pa),
             2 * MB,
-            F::READ | F::EXECUTE,
+            F::READ | F::EXECUTE | k,
             true,
         )
         .unwrap();
@@ -95,7 +98,7 @@ where
             at(kernel, 2 * MB),
             |va| PhysAddr::from(va.as_usize() - kernel + kernel_pa),
             512 * KB,
-            F::READ,
+            F::READ | k,
             true,
         )
         .unwrap();
@@ -103,7 +106,7 @@ where
             at(kernel, 2 * MB + 512 * KB),
             |va| PhysAddr::from(va.as_usize() - kernel + kernel_pa),
             1536 * KB,
-            F::READ | F::WRITE,
+            F::READ | F::WRITE | k,
             true,
         )
         .unwrap();
@@ -112,7 +115,7 @@ where
             at(linear, GB),
             |va| PhysAddr::from(va.as_usize() - linear),
             4 * GB,
-            F::READ | F::WRITE,
+            F::READ | F::WRITE | k,
             true,
         )
         .unwrap();
@@ -121,7 +124,7 @@ where
             at(mmio, 0),
             |va| PhysAddr::from(va.as_usize() - mmio + 0x1000_0000),
             64 * KB,
-            F::READ | F::WRITE | F::DEVICE,
+            F::READ | F::WRITE | F::DEVICE | k,
             true,
         )
         .unwrap();
@@ -159,7 +162,9 @@ where
     // mprotect one 4 KiB page in the middle of the linear map: the 1 GiB page around it is
     // split down to 4 KiB pages, every other byte keeps its translation.
     let probe = VirtAddr::from(linear + 2 * GB + 5 * MB + 12 * KB);
-    pt.cursor().protect_region(probe, 4 * KB, F::READ).unwrap();
+    pt.cursor()
+        .protect_region(probe, 4 * KB, F::READ | F::GLOBAL)
+        .unwrap();
     println!(
         "   after protecting one 4K page of the linear map: {} table frames",
         pt.table_frames()

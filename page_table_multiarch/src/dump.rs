@@ -100,6 +100,16 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
             .filter(|m| m.present && m.flags.contains(MappingFlags::USER))
     }
 
+    /// The present mappings that are both user-accessible and global, in address order.
+    ///
+    /// A global translation is not tagged with an address-space identifier, so a user
+    /// mapping marked global stays visible in the TLB after a switch to another address
+    /// space; this is rarely wanted outside a page every process shares (a vDSO).
+    pub fn user_global(&self) -> impl Iterator<Item = Mapping> + '_ {
+        self.mappings()
+            .filter(|m| m.present && m.flags.contains(MappingFlags::USER | MappingFlags::GLOBAL))
+    }
+
     /// A readable dump of the table: runs of leaves with the same size and flags that are
     /// contiguous in both address spaces are merged into one line.
     pub fn dump(&self) -> Dump<'_, M, PTE, H> {
@@ -110,8 +120,9 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
 /// The [`Display`](fmt::Display) form of a table, from [`PageTable64::dump`].
 ///
 /// One line per run: virtual range, physical start, page size and count, then
-/// `r`/`w`/`x` permissions, `u` (user) or `k` (kernel only), and the memory type
-/// (`normal`, `device`, `uncached`); reservations show `reserved`.
+/// `r`/`w`/`x` permissions, `u` (user) or `k` (kernel only), `g` if global, and the memory
+/// type (`normal`, `device`, `uncached`); reservations show `reserved`. For example
+/// `r-x kg normal` is global kernel text.
 pub struct Dump<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
     table: &'a PageTable64<M, PTE, H>,
 }
@@ -164,7 +175,7 @@ impl fmt::Display for Run {
         };
         write!(
             f,
-            "{}{}{} {} {}",
+            "{}{}{} {}{} {}",
             bit(MappingFlags::READ, 'r'),
             bit(MappingFlags::WRITE, 'w'),
             bit(MappingFlags::EXECUTE, 'x'),
@@ -173,6 +184,7 @@ impl fmt::Display for Run {
             } else {
                 'k'
             },
+            bit(MappingFlags::GLOBAL, 'g'),
             mem
         )
     }

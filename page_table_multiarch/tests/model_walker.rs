@@ -72,7 +72,7 @@ impl<T: Format> Harness<T> {
 impl Gen {
     fn flags(&mut self) -> F {
         // Mostly accessible mappings; sometimes reservations.
-        let mut f = F::from_bits_truncate(self.rng.below(64) as usize);
+        let mut f = F::from_bits_truncate(self.rng.below(128) as usize);
         if self.rng.chance(1, 8) {
             f.remove(F::ACCESS);
         } else if !f.is_accessible() {

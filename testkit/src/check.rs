@@ -35,6 +35,11 @@ pub trait Format {
     fn walker() -> walker::Config;
     /// The flags `query` reports for a present leaf requested with `f`.
     fn expected_flags(f: F) -> F;
+    /// Whether the hardware treats a present leaf requested with `f` as global (not tagged
+    /// with an address-space identifier).
+    fn global(f: F) -> bool {
+        f.contains(F::GLOBAL)
+    }
     /// Whether the hardware allows `access` to a present leaf requested with `f`.
     fn allows(f: F, access: Access) -> bool;
     /// Whether the standard walker applies to this build's encoding (T-Head's extended
@@ -69,7 +74,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>> Format for X64<M> {
     }
     // A present x86 page is always readable.
     fn expected_flags(f: F) -> F {
-        F::READ | (f & (F::WRITE | F::EXECUTE | F::USER)) | mem_type_bits(f)
+        F::READ | (f & (F::WRITE | F::EXECUTE | F::USER | F::GLOBAL)) | mem_type_bits(f)
     }
     fn allows(f: F, a: Access) -> bool {
         (!a.user || f.contains(F::USER))
@@ -96,7 +101,8 @@ fn a64_el2_allows(f: F, a: Access) -> bool {
 }
 
 // Stage 1 cannot express write-only or execute-only: a valid descriptor is readable. No
-// EL0 in the EL2 regime: USER cannot be expressed.
+// EL0 in the EL2 regime: USER cannot be expressed; no ASID: every translation is global,
+// and GLOBAL is not reported.
 fn a64_el2_expected_flags(f: F) -> F {
     F::READ | (f & (F::WRITE | F::EXECUTE)) | mem_type_bits(f)
 }
@@ -116,7 +122,7 @@ impl Format for A64<false> {
     }
     // Stage 1 cannot express write-only or execute-only: a valid descriptor is readable.
     fn expected_flags(f: F) -> F {
-        F::READ | (f & (F::WRITE | F::EXECUTE | F::USER)) | mem_type_bits(f)
+        F::READ | (f & (F::WRITE | F::EXECUTE | F::USER | F::GLOBAL)) | mem_type_bits(f)
     }
     fn allows(f: F, a: Access) -> bool {
         let user = f.contains(F::USER);
@@ -141,6 +147,9 @@ impl Format for A64<true> {
     fn expected_flags(f: F) -> F {
         a64_el2_expected_flags(f)
     }
+    fn global(_: F) -> bool {
+        true
+    }
     fn allows(f: F, a: Access) -> bool {
         a64_el2_allows(f, a)
     }
@@ -157,6 +166,9 @@ impl Format for A64El2 {
     }
     fn expected_flags(f: F) -> F {
         a64_el2_expected_flags(f)
+    }
+    fn global(_: F) -> bool {
+        true
     }
     fn allows(f: F, a: Access) -> bool {
         a64_el2_allows(f, a)
@@ -196,7 +208,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, const XUANTIE_C9XX: bool> Format
         } else {
             mem_type_bits(f)
         };
-        r | (f & (F::WRITE | F::EXECUTE | F::USER)) | mem
+        r | (f & (F::WRITE | F::EXECUTE | F::USER | F::GLOBAL)) | mem
     }
     fn allows(f: F, a: Access) -> bool {
         let e = Self::expected_flags(f);
@@ -222,7 +234,7 @@ impl Format for La {
         walker::Config::LoongArch64(Default::default())
     }
     fn expected_flags(f: F) -> F {
-        (f & (F::READ | F::WRITE | F::EXECUTE | F::USER)) | mem_type_bits(f)
+        (f & (F::READ | F::WRITE | F::EXECUTE | F::USER | F::GLOBAL)) | mem_type_bits(f)
     }
     fn allows(f: F, a: Access) -> bool {
         (!a.user || f.contains(F::USER))
@@ -383,6 +395,12 @@ pub fn check_walker<T: Format>(
                         MemType::WriteBack
                     };
                     assert_eq!(t.mem, mem, "memory type at {va:#x}, flags {:?}", l.flags);
+                    assert_eq!(
+                        t.global,
+                        T::global(l.flags),
+                        "global at {va:#x}, flags {:?}",
+                        l.flags
+                    );
                 } else {
                     assert_eq!(
                         out.map_err(|f| f.kind),

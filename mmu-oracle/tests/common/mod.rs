@@ -58,9 +58,19 @@ use mmu_oracle::OracleHandler;
 use mmu_oracle::expect::{Mismatch, Translation, check_table, expected, query};
 use page_table_multiarch::{GenericPTE, MappingFlags, PageSize, PageTable64, PagingMetaData};
 
-/// Every combination of the six `MappingFlags` bits.
+/// Every combination of the seven `MappingFlags` bits.
 pub fn every_flags() -> impl Iterator<Item = MappingFlags> {
-    (0..64).map(MappingFlags::from_bits_truncate)
+    (0..128).map(MappingFlags::from_bits_truncate)
+}
+
+/// The flags tried on 1 GiB pages: the 64 combinations without `GLOBAL`, then the 16
+/// [`access_flags`] with it (each page is followed by a 1 GiB hole, and all of them must fit
+/// in Sv39's 256 GiB lower half above 64 GiB).
+pub fn flags_1g() -> Vec<MappingFlags> {
+    every_flags()
+        .filter(|f| !f.contains(MappingFlags::GLOBAL))
+        .chain(access_flags().map(|f| f | MappingFlags::GLOBAL))
+        .collect()
 }
 
 /// The 16 combinations of `READ`, `WRITE`, `EXECUTE` and `USER`.
@@ -283,7 +293,7 @@ where
                 .unwrap_or_else(|e| panic!("map 2M {flags:?}: {e:?}"));
         }
     }
-    for i in 0..64u64 {
+    for i in 0..every_flags().count() as u64 {
         let v = base2m + i * 0x40_0000;
         probes_for(&config, v, 0x20_0000, &page_offsets(0x20_0000), &mut probes);
     }
@@ -293,14 +303,14 @@ where
     if with_1g {
         let frame = img.huge_1g_frame();
         let mut c = pt.cursor();
-        for (i, flags) in every_flags().enumerate() {
+        for (i, &flags) in flags_1g().iter().enumerate() {
             let v = base1g + i as u64 * 0x8000_0000;
             c.map(va(v), pa(frame), PageSize::Size1G, flags)
                 .unwrap_or_else(|e| panic!("map 1G {flags:?}: {e:?}"));
         }
         drop(c);
         let (offsets, _) = offsets_1g(&img);
-        for i in 0..64u64 {
+        for i in 0..flags_1g().len() as u64 {
             let v = base1g + i * 0x8000_0000;
             probes_for(&config, v, 1 << 30, &offsets, &mut probes);
         }

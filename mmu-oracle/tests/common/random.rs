@@ -82,7 +82,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Run<'_, M, PTE> {
         if self.rng.chance(1, 10) {
             MappingFlags::empty()
         } else {
-            MappingFlags::from_bits_truncate(self.rng.below(64) as usize)
+            MappingFlags::from_bits_truncate(self.rng.below(128) as usize)
         }
     }
 

@@ -18,10 +18,11 @@
 //! * Memory type: `DEVICE` selects AttrIndx 0 (Device-nGnRE, non-shareable), else `UNCACHED`
 //!   selects AttrIndx 2 (Normal non-cacheable, inner shareable), else AttrIndx 1 (Normal
 //!   write-back, inner shareable). Program `MAIR_ELx` with [`MemAttr::MAIR_VALUE`].
-//! * [`El1`]: a `USER` leaf gets `AP[1]`, `nG` and `PXN`, plus `UXN` unless `EXECUTE`; a kernel
-//!   leaf gets `UXN`, plus `PXN` unless `EXECUTE`.
-//! * [`El2`]: `AP[1]` (RES1) is always set and `XN` (bit 54) unless `EXECUTE`; `USER` cannot be
-//!   expressed and is dropped.
+//! * [`El1`]: a `USER` leaf gets `AP[1]` and `PXN`, plus `UXN` unless `EXECUTE`; a kernel
+//!   leaf gets `UXN`, plus `PXN` unless `EXECUTE`. Every leaf gets `nG` unless `GLOBAL`: a
+//!   translation is tagged with the ASID unless the caller asks for a global one.
+//! * [`El2`]: `AP[1]` (RES1) is always set and `XN` (bit 54) unless `EXECUTE`; `USER` and
+//!   `GLOBAL` cannot be expressed (the regime has no EL0 and no ASID) and are dropped.
 //! * A leaf created without any access permission is a non-present reservation: `VALID`
 //!   clear, `AF` set as a marker (so the entry is never zero), `NON_BLOCK` unless huge, and the
 //!   address.
@@ -196,8 +197,11 @@ fn encode<R: Regime>(flags: MappingFlags) -> DescriptorAttr {
     }
     let exec = flags.contains(MappingFlags::EXECUTE);
     if R::HAS_EL0 {
+        if !flags.contains(MappingFlags::GLOBAL) {
+            attr |= DescriptorAttr::NG;
+        }
         if flags.contains(MappingFlags::USER) {
-            attr |= DescriptorAttr::AP_EL0 | DescriptorAttr::NG | DescriptorAttr::PXN;
+            attr |= DescriptorAttr::AP_EL0 | DescriptorAttr::PXN;
             if !exec {
                 attr |= DescriptorAttr::UXN;
             }
@@ -227,6 +231,9 @@ fn decode<R: Regime>(attr: DescriptorAttr) -> MappingFlags {
         flags |= MappingFlags::WRITE;
     }
     if R::HAS_EL0 {
+        if !attr.contains(DescriptorAttr::NG) {
+            flags |= MappingFlags::GLOBAL;
+        }
         if attr.contains(DescriptorAttr::AP_EL0) {
             flags |= MappingFlags::USER;
             if !attr.contains(DescriptorAttr::UXN) {
@@ -296,8 +303,9 @@ impl<R> A64PTEOf<R> {
     const PHYS_ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
     /// The marker of a non-present reservation.
     const PROT_NONE: u64 = DescriptorAttr::AF.bits();
-    /// The bits `set_flags` rewrites (`nG` is handled separately).
+    /// The bits `set_flags` rewrites.
     const FLAGS_MASK: u64 = DescriptorAttr::VALID
+        .union(DescriptorAttr::NG)
         .union(DescriptorAttr::NON_BLOCK)
         .union(DescriptorAttr::ATTR_INDX)
         .union(DescriptorAttr::AP_EL0)
@@ -368,8 +376,6 @@ impl<R: Regime> GenericPTE for A64PTEOf<R> {
 
     #[inline]
     fn set_flags(&mut self, flags: MappingFlags, is_huge: bool) {
-        // nG is kept (a non-global kernel mapping stays non-global), but a user mapping of
-        // the EL1&0 regime always gets it from `leaf_bits`.
         self.0 = (self.0 & !Self::FLAGS_MASK) | Self::leaf_bits(flags, is_huge);
     }
 
@@ -405,7 +411,7 @@ impl<R: Regime> GenericPTE for A64PTEOf<R> {
         }
         let mut ret = MappingFlags::READ | (flags & (MappingFlags::WRITE | MappingFlags::EXECUTE));
         if R::HAS_EL0 {
-            ret |= flags & MappingFlags::USER;
+            ret |= flags & (MappingFlags::USER | MappingFlags::GLOBAL);
         }
         if flags.contains(MappingFlags::DEVICE) {
             ret |= MappingFlags::DEVICE;

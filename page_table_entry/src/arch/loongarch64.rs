@@ -6,7 +6,9 @@
 //! * A present leaf sets `V | P`, `W | D` if `WRITE`, `NR` unless `READ`, `NX` unless
 //!   `EXECUTE`, `PLV = 3` if `USER`, the memory type in `MAT` (`DEVICE` gives 0, strongly-ordered
 //!   uncached; else `UNCACHED` gives 2, weakly-ordered uncached; else 1, coherent cached), and
-//!   `GH` (bit 6) for a huge page. Every combination of `READ`, `WRITE` and `EXECUTE` is
+//!   `GH` (bit 6) for a huge page. `GLOBAL` sets the global bit, which is bit 12 (`HG`) in a
+//!   huge page and bit 6 in a 4 KiB page; the latter also sets software bit 11, because bit 6
+//!   alone would read as `GH`. Every combination of `READ`, `WRITE` and `EXECUTE` is
 //!   expressible. Without a hardware page table walker, `D` is what allows writes once the
 //!   entry is in the TLB, so it always follows `W`.
 //! * A leaf created without any access permission is a non-present reservation: `V` and `P`
@@ -15,9 +17,9 @@
 //!   the raw value as the next table base. [`LA64PTE::is_present`] is true for such an entry.
 //!
 //! In a huge leaf bit 12 is the global bit `HG` (named [`PTEFlags::G`]), not an address bit;
-//! [`LA64PTE::paddr`] masks it out of any entry with `GH` set. In a 4 KiB leaf bit 6 is the
-//! global bit, which this module reads as `GH`, so `GH` is only meaningful above the last
-//! level.
+//! [`LA64PTE::paddr`] masks it out of any entry with `GH` set and software bit 11 clear. In a
+//! 4 KiB leaf bit 6 is the global bit; software bit 11 marks that use, so that such a page
+//! keeps its address bit 12 and is not read as huge.
 
 use core::fmt;
 
@@ -68,6 +70,10 @@ const MAT_CC: u64 = PTEFlags::MATL.bits();
 const MAT_WUC: u64 = PTEFlags::MATH.bits();
 /// Software bit 10: the marker of a non-present reservation.
 const PROT_NONE: u64 = 1 << 10;
+/// Software bit 11: bit 6 of this leaf is the global bit of a 4 KiB page, not `GH`. An entry
+/// does not say at which level it is, and bit 6 (and with it the meaning of bit 12) depends
+/// on that; this marker lets `paddr`, `flags` and `is_huge` tell the two apart.
+const GLOBAL_4K: u64 = 1 << 11;
 
 impl From<PTEFlags> for MappingFlags {
     /// Decodes the permissions and memory type of a leaf (empty if not present).
@@ -152,7 +158,8 @@ impl LA64PTE {
         .union(PTEFlags::NR)
         .union(PTEFlags::NX)
         .bits()
-        | PROT_NONE;
+        | PROT_NONE
+        | GLOBAL_4K;
 
     /// An unused (all zero) entry.
     #[inline]
@@ -176,21 +183,30 @@ impl LA64PTE {
         }
     }
 
+    /// Whether the entry is a huge leaf: `GH` set, and not as the global bit of a 4 KiB page.
     #[inline]
-    const fn has_gh(&self) -> bool {
-        self.0 & PTEFlags::GH.bits() != 0
+    const fn is_huge_leaf(&self) -> bool {
+        self.0 & (PTEFlags::GH.bits() | GLOBAL_4K) == PTEFlags::GH.bits()
     }
 
-    /// Every bit of a leaf but the address and the bits kept by `set_flags`.
+    /// Every bit of a leaf but the address and the bits kept by `set_flags`: the global bit
+    /// is `HG` (bit 12) in a huge leaf, and bit 6 (with the `GLOBAL_4K` marker) in a page.
     #[inline]
     fn leaf_bits(flags: MappingFlags, is_huge: bool) -> u64 {
-        let mut bits = if flags.is_accessible() {
+        let accessible = flags.is_accessible();
+        let mut bits = if accessible {
             PTEFlags::from(flags).bits()
         } else {
             PROT_NONE
         };
+        let global = accessible && flags.contains(MappingFlags::GLOBAL);
         if is_huge {
             bits |= PTEFlags::GH.bits();
+            if global {
+                bits |= PTEFlags::G.bits();
+            }
+        } else if global {
+            bits |= PTEFlags::GH.bits() | GLOBAL_4K;
         }
         bits
     }
@@ -210,23 +226,38 @@ impl GenericPTE for LA64PTE {
 
     #[inline]
     fn paddr(&self) -> PhysAddr {
-        PhysAddr::from((self.0 & Self::addr_mask(self.has_gh())) as usize)
+        PhysAddr::from((self.0 & Self::addr_mask(self.is_huge_leaf())) as usize)
     }
 
     #[inline]
     fn flags(&self) -> MappingFlags {
-        PTEFlags::from_bits_retain(self.0).into()
+        let flags = MappingFlags::from(PTEFlags::from_bits_retain(self.0));
+        let global = if self.is_huge_leaf() {
+            self.0 & PTEFlags::G.bits() != 0
+        } else {
+            self.0 & GLOBAL_4K != 0
+        };
+        if global && flags.is_accessible() {
+            flags | MappingFlags::GLOBAL
+        } else {
+            flags
+        }
     }
 
     #[inline]
     fn set_paddr(&mut self, paddr: PhysAddr) {
-        let mask = Self::addr_mask(self.has_gh());
+        let mask = Self::addr_mask(self.is_huge_leaf());
         self.0 = (self.0 & !mask) | (paddr.as_usize() as u64 & mask);
     }
 
     #[inline]
     fn set_flags(&mut self, flags: MappingFlags, is_huge: bool) {
-        self.0 = (self.0 & !Self::FLAGS_MASK) | Self::leaf_bits(flags, is_huge);
+        let mut keep = !Self::FLAGS_MASK;
+        if is_huge || self.is_huge_leaf() {
+            // Bit 12 is (or becomes) `HG`, not an address bit.
+            keep &= !PTEFlags::G.bits();
+        }
+        self.0 = (self.0 & keep) | Self::leaf_bits(flags, is_huge);
     }
 
     #[inline]
@@ -247,7 +278,7 @@ impl GenericPTE for LA64PTE {
 
     #[inline]
     fn is_huge(&self) -> bool {
-        self.has_gh()
+        self.is_huge_leaf()
     }
 
     #[inline]
@@ -264,7 +295,8 @@ impl GenericPTE for LA64PTE {
             & (MappingFlags::READ
                 | MappingFlags::WRITE
                 | MappingFlags::EXECUTE
-                | MappingFlags::USER);
+                | MappingFlags::USER
+                | MappingFlags::GLOBAL);
         if flags.contains(MappingFlags::DEVICE) {
             ret |= MappingFlags::DEVICE;
         } else if flags.contains(MappingFlags::UNCACHED) {

@@ -3,8 +3,10 @@
 //!
 //! # Encoding
 //!
-//! * A present leaf sets `V | A | D`, `R` if `READ`, `W` if `WRITE`, `X` if `EXECUTE` and `U` if
-//!   `USER`. `W` without `R` is reserved, so `WRITE` implies `R`; execute-only is allowed.
+//! * A present leaf sets `V | A | D`, `R` if `READ`, `W` if `WRITE`, `X` if `EXECUTE`, `U` if
+//!   `USER` and `G` if `GLOBAL`. `W` without `R` is reserved, so `WRITE` implies `R`;
+//!   execute-only is allowed. Table entries never set `G` (which would make every
+//!   translation below them global).
 //! * The memory type goes in the Svpbmt field (bits 62:61): `DEVICE` gives IO, else `UNCACHED`
 //!   gives NC, else PMA (0). With the `xuantie-c9xx` feature the T-Head MAEE bits are used
 //!   instead: `DEVICE` gives `SO | B`, anything else `C | B | SH`.
@@ -147,6 +149,9 @@ impl From<PTEFlags> for MappingFlags {
         if f.contains(PTEFlags::U) {
             ret |= Self::USER;
         }
+        if f.contains(PTEFlags::G) {
+            ret |= Self::GLOBAL;
+        }
         ret | mem_type_flags(f.bits() as u64)
     }
 }
@@ -173,6 +178,9 @@ impl From<MappingFlags> for PTEFlags {
         if f.contains(MappingFlags::USER) {
             ret |= Self::U;
         }
+        if f.contains(MappingFlags::GLOBAL) {
+            ret |= Self::G;
+        }
         ret | Self::from_bits_retain(mem_type_bits(f) as usize)
     }
 }
@@ -192,6 +200,7 @@ impl Rv64PTE {
     const FLAGS_MASK: u64 = PTEFlags::V.bits() as u64
         | Self::RWX
         | PTEFlags::U.bits() as u64
+        | PTEFlags::G.bits() as u64
         | PROT_NONE
         | MEM_TYPE_MASK;
 
@@ -293,7 +302,11 @@ impl GenericPTE for Rv64PTE {
         if !flags.is_accessible() {
             return MappingFlags::empty();
         }
-        let mut ret = flags & (MappingFlags::WRITE | MappingFlags::EXECUTE | MappingFlags::USER);
+        let mut ret = flags
+            & (MappingFlags::WRITE
+                | MappingFlags::EXECUTE
+                | MappingFlags::USER
+                | MappingFlags::GLOBAL);
         if flags.intersects(MappingFlags::READ | MappingFlags::WRITE) {
             ret |= MappingFlags::READ;
         }

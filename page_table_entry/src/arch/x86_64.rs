@@ -3,7 +3,9 @@
 //! # Encoding
 //!
 //! * A present leaf sets `P`, `RW` if `WRITE`, `US` if `USER`, `XD` (bit 63) unless `EXECUTE`,
-//!   and `PS` (bit 7) for a huge page. x86 cannot make a present page unreadable, so a present
+//!   `G` (bit 8) if `GLOBAL`, and `PS` (bit 7) for a huge page. `G` takes effect only with
+//!   `CR4.PGE` set, and then a `CR3` load keeps the translation (see the engine's full
+//!   flush, which also drops global ones). x86 cannot make a present page unreadable, so a present
 //!   entry always decodes with `READ`.
 //! * The memory type is chosen through `PCD`/`PWT` and the power-on PAT: `DEVICE` gives
 //!   `PCD | PWT` (UC), `UNCACHED` gives `PCD` only (UC-), anything else gives write-back. The
@@ -96,6 +98,9 @@ impl From<PTF> for MappingFlags {
         if f.contains(PTF::USER_ACCESSIBLE) {
             ret |= Self::USER;
         }
+        if f.contains(PTF::GLOBAL) {
+            ret |= Self::GLOBAL;
+        }
         if f.contains(PTF::NO_CACHE) {
             if f.contains(PTF::WRITE_THROUGH) {
                 ret |= Self::DEVICE;
@@ -125,6 +130,9 @@ impl From<MappingFlags> for PTF {
         }
         if f.contains(MappingFlags::USER) {
             ret |= Self::USER_ACCESSIBLE;
+        }
+        if f.contains(MappingFlags::GLOBAL) {
+            ret |= Self::GLOBAL;
         }
         if f.contains(MappingFlags::DEVICE) {
             ret |= Self::NO_CACHE | Self::WRITE_THROUGH;
@@ -157,6 +165,7 @@ impl X64PTE {
         .union(PTF::WRITE_THROUGH)
         .union(PTF::NO_CACHE)
         .union(PTF::HUGE_PAGE)
+        .union(PTF::GLOBAL)
         .union(PTF::BIT_9)
         .union(PTF::NO_EXECUTE)
         .bits();
@@ -273,7 +282,11 @@ impl GenericPTE for X64PTE {
             return MappingFlags::empty();
         }
         let mut ret = MappingFlags::READ
-            | (flags & (MappingFlags::WRITE | MappingFlags::EXECUTE | MappingFlags::USER));
+            | (flags
+                & (MappingFlags::WRITE
+                    | MappingFlags::EXECUTE
+                    | MappingFlags::USER
+                    | MappingFlags::GLOBAL));
         if flags.contains(MappingFlags::DEVICE) {
             ret |= MappingFlags::DEVICE;
         } else if flags.contains(MappingFlags::UNCACHED) {

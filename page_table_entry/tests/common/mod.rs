@@ -4,9 +4,9 @@
 use memory_addr::PhysAddr;
 use page_table_entry::{GenericPTE, MappingFlags};
 
-/// The 64 combinations of the six `MappingFlags`.
+/// The 128 combinations of the seven `MappingFlags`.
 pub fn all_flags() -> impl Iterator<Item = MappingFlags> {
-    (0..64).map(MappingFlags::from_bits_retain)
+    (0..128).map(MappingFlags::from_bits_retain)
 }
 
 /// The example address of the 0.6.2 reference values.

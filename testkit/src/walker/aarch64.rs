@@ -174,6 +174,8 @@ pub fn translate(
             pa: (d & OA_MASK & !(size - 1)) | (va & (size - 1)),
             page_size: size,
             mem: memtype((cfg.mair >> (8 * attr_index)) as u8),
+            // nG (bit 11) tags the entry with the ASID; a regime without ASIDs ignores it.
+            global: !el1 || d & (1 << 11) == 0,
             level,
             entry: d,
         });

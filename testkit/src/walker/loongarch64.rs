@@ -119,6 +119,12 @@ pub fn translate(
             2 => MemType::Uncached,
             other => MemType::Other(other as u8),
         },
+        // G is bit 6 of a page; in a huge entry bit 6 is HUGE and G moves to bit 12 (HG).
+        global: if level == 0 {
+            e & (1 << 6) != 0
+        } else {
+            e & (1 << 12) != 0
+        },
         level,
         entry: e,
     })

@@ -105,6 +105,9 @@ pub struct Translation {
     pub page_size: u64,
     /// The memory type.
     pub mem: MemType,
+    /// Whether the translation is global (not tagged with an ASID or PCID), as the
+    /// hardware would tag the TLB entry.
+    pub global: bool,
     /// The level of the leaf entry (0 = 4 KiB pages).
     pub level: usize,
     /// The raw leaf entry.

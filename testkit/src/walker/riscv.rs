@@ -22,6 +22,7 @@ const R: u64 = 1 << 1;
 const W: u64 = 1 << 2;
 const X: u64 = 1 << 3;
 const U: u64 = 1 << 4;
+const G: u64 = 1 << 5;
 const A: u64 = 1 << 6;
 const D: u64 = 1 << 7;
 const PPN_SHIFT: u32 = 10;
@@ -95,8 +96,11 @@ pub fn translate(
         return fault(FaultKind::NonCanonical, levels - 1);
     }
     let mut table = root;
+    // A global non-leaf entry makes every translation below it global.
+    let mut global = false;
     for level in (0..levels).rev() {
         let pte = read(table + super::index(va, level) * 8);
+        global |= pte & G != 0;
         if pte & V == 0 {
             return fault(FaultKind::NotMapped, level);
         }
@@ -148,6 +152,7 @@ pub fn translate(
                 1 => MemType::Uncached,
                 _ => MemType::Device,
             },
+            global,
             level,
             entry: pte,
         });
@@ -266,6 +271,7 @@ mod tests {
                 pa: 0x8040_9008,
                 page_size: 0x1000,
                 mem: MemType::Device,
+                global: false,
                 level: 0,
                 entry: 0x4000_0000_2010_24C7,
             }

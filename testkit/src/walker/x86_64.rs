@@ -149,6 +149,8 @@ pub fn translate(
             pa: (e & frame_mask & !(size - 1)) | (va & (size - 1)),
             page_size: size,
             mem: memtype(cfg.pat, pat_index),
+            // G (bit 8) of the leaf; it takes effect with CR4.PGE.
+            global: e & (1 << 8) != 0,
             level,
             entry: e,
         });
