@@ -96,6 +96,27 @@ impl Borrowed {
     }
 }
 
+/// Root entries whose subtree another table links after [`PageTable64Cursor::copy_from`].
+///
+/// Set through a shared reference (the lender is only borrowed by `copy_from`), hence
+/// atomic. The table linked by a lent root entry is never freed: not when it empties, not
+/// when its range is unmapped, not when the lender is dropped, because other tables may
+/// still walk it.
+#[cfg(feature = "copy-from")]
+#[derive(Default)]
+pub(crate) struct Lent([core::sync::atomic::AtomicU64; 32]);
+
+#[cfg(feature = "copy-from")]
+impl Lent {
+    pub(crate) fn get(&self, index: usize) -> bool {
+        self.0[index / 64].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
+    }
+
+    fn set(&self, index: usize) {
+        self.0[index / 64].fetch_or(1 << (index % 64), Ordering::Relaxed);
+    }
+}
+
 /// A cursor over a [`PageTable64`]: the one way to change it.
 ///
 /// It dereferences to the table, so `query`, `walk` and `root_paddr` are available. The TLB
@@ -596,9 +617,27 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// `copy-from`), as 0.6 does: this table's own subtrees there are unlinked (and freed
     /// after the flush), the entries are copied, and the range becomes read-only through this
     /// table: later changes to it through this cursor fail with
-    /// [`PagingError::AlreadyMapped`]; change it through `other`.
+    /// [`PagingError::AlreadyMapped`]; change it through `other`, and every table that
+    /// shares it sees the change (invalidating other address spaces' TLB entries is the
+    /// caller's part, as for any shared mapping).
     ///
-    /// `other` must outlive every use of this table, including its activation by hardware.
+    /// # Ownership
+    ///
+    /// The shared subtrees stay owned by `other`, which *lends* them, and they cannot dangle
+    /// whatever is dropped or unmapped first:
+    /// - this table never frees a borrowed subtree (not on drop, not on a later `copy_from`);
+    /// - `other` never frees the top table of a lent subtree: when it empties, or its whole
+    ///   range is unmapped, it stays linked (empty) and the tables below it are freed as
+    ///   usual, since every sharer sees them unlinked;
+    /// - dropping `other` does not free its lent subtrees, because borrowers may still use
+    ///   them. Lending is for a table that lives as long as its borrowers (a kernel's master
+    ///   table, typically never dropped); when a lender is dropped anyway, the tables of its
+    ///   lent subtrees stay allocated for good rather than freed under a borrower.
+    ///
+    /// Root entries of `other` that are empty at the time are copied as empty: tables
+    /// `other` creates there later are not seen by this table (share ranges that are already
+    /// populated, as kernels do with their upper half).
+    ///
     /// An empty range does nothing; an invalid one is ignored.
     #[cfg(feature = "copy-from")]
     pub fn copy_from(&mut self, other: &PageTable64<M, PTE, H>, start: M::VirtAddr, size: usize) {
@@ -624,7 +663,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         for index in first..=last {
             // SAFETY: both roots are live and have `root_entries` entries.
             let own = unsafe { read(dst, index) };
-            if !self.table.borrowed.get(index) {
+            // A subtree this table lent to others stays allocated (and unreachable from
+            // here): those tables may still walk it.
+            if !self.table.borrowed.get(index) && !self.table.lent.get(index) {
                 if let Kind::Table(child) = kind(&own, root_h, self.table.invalid) {
                     self.high = 0;
                     self.defer_subtree(child, root_h - 1, index << Geometry::shift(root_h));
@@ -635,7 +676,11 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             // An empty slot of `other` links to `other`'s invalid table; use ours.
             let shared = match kind(&shared, root_h, other.invalid) {
                 Kind::Empty => empty_entry::<PTE>(root_h, self.table.invalid),
-                _ => shared,
+                Kind::Table(_) => {
+                    other.lent.set(index);
+                    shared
+                }
+                Kind::Leaf => shared,
             };
             // SAFETY: as above.
             unsafe { write(dst, index, shared) };
@@ -859,7 +904,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                         Self::adjust_count(link, -(gone as isize));
                     }
                 }
-                Kind::Table(child) if whole => {
+                Kind::Table(child) if whole && !self.keeps_table(height, index) => {
                     self.clear_entry(t, index, height);
                     self.defer_subtree(child, height - 1, base);
                     cleared += 1;
@@ -868,7 +913,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     let gone = self.unmap_range(child, height - 1, va, chunk_end, reserve);
                     let near = geo.index(va, height - 1);
                     let c = table_ptr::<PTE, H>(child);
-                    if gone > 0 && self.emptied(link, c, height - 1, gone, near) {
+                    if gone > 0
+                        && self.emptied(link, c, height - 1, gone, near)
+                        && !self.keeps_table(height, index)
+                    {
                         self.clear_entry(t, index, height);
                         self.defer_table(child, base, height);
                         cleared += 1;
@@ -1039,6 +1087,21 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         self.defer_table(table, base, height + 1);
     }
 
+    /// Whether the table linked by entry `index` of the table at `height` must stay linked
+    /// even when empty: the top table of a subtree lent with `copy_from`.
+    #[inline(always)]
+    fn keeps_table(&self, height: usize, index: usize) -> bool {
+        #[cfg(feature = "copy-from")]
+        {
+            height == Self::GEO.root_height() && self.table.lent.get(index)
+        }
+        #[cfg(not(feature = "copy-from"))]
+        {
+            let _ = (height, index);
+            false
+        }
+    }
+
     /// After the table at `height` on the path of `tva` became empty: unlinks it, and every
     /// ancestor (below the root) that becomes empty in turn.
     fn reclaim_path(&mut self, tva: usize, height: usize) {
@@ -1061,6 +1124,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         // `table` (height `h`) is empty.
         while h < geo.root_height() {
             let (parent, index) = path[h + 1];
+            if self.keeps_table(h + 1, index) {
+                return;
+            }
             let p = table_ptr::<PTE, H>(parent);
             self.clear_entry(p, index, h + 1);
             self.defer_table(table, tva & !(Geometry::span(h + 1) - 1), h + 1);

@@ -113,6 +113,8 @@ pub struct PageTable64<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
     pub(crate) invalid: PhysAddr,
     #[cfg(feature = "copy-from")]
     pub(crate) borrowed: crate::cursor::Borrowed,
+    #[cfg(feature = "copy-from")]
+    pub(crate) lent: crate::cursor::Lent,
     _phantom: PhantomData<(M, PTE, H)>,
 }
 
@@ -184,6 +186,8 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
             invalid,
             #[cfg(feature = "copy-from")]
             borrowed: Default::default(),
+            #[cfg(feature = "copy-from")]
+            lent: Default::default(),
             _phantom: PhantomData,
         })
     }
@@ -338,6 +342,18 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
     pub(crate) fn is_borrowed(&self, _index: usize) -> bool {
         false
     }
+
+    #[cfg(feature = "copy-from")]
+    #[inline]
+    fn is_lent(&self, index: usize) -> bool {
+        self.lent.get(index)
+    }
+
+    #[cfg(not(feature = "copy-from"))]
+    #[inline(always)]
+    fn is_lent(&self, _index: usize) -> bool {
+        false
+    }
 }
 
 /// Counts the table at `paddr` (height `height`) and every table below it.
@@ -433,14 +449,15 @@ pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>(
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop for PageTable64<M, PTE, H> {
     /// Frees every intermediate table and the root. Leaf frames belong to the caller and are
-    /// not touched; entries shared with `copy_from` are skipped.
+    /// not touched; subtrees borrowed from or lent to another table with `copy_from` are not
+    /// freed (see its ownership rules).
     ///
     /// The table must not be active on any CPU when it is dropped.
     fn drop(&mut self) {
         let geo = Self::GEOMETRY;
         let root = table_ptr::<PTE, H>(self.root_paddr);
         for index in 0..geo.root_entries {
-            if self.is_borrowed(index) {
+            if self.is_borrowed(index) || self.is_lent(index) {
                 continue;
             }
             // SAFETY: the root is live; `index` is within its entries.
