@@ -19,7 +19,7 @@ use crate::flush::{LocalFlush, Pending, TlbInvalidate};
 use crate::geometry::{Chunk, ENTRIES, Geometry, MAX_LEVELS};
 use crate::table::{
     Init, Kind, alloc_table, check_frame, check_table_frame, empty_entry, free_tree, init_for,
-    kind, read, table_ptr, write,
+    is_leaf, kind, next_table, read, table_ptr, write,
 };
 use crate::{GenericPTE, MappingFlags, PageSize, PageTable64, PagingError, PagingHandler};
 use crate::{PagingMetaData, PagingResult};
@@ -32,8 +32,18 @@ struct PathCache<PTE> {
     height: usize,
     key: usize,
     table: PhysAddr,
+    /// `table` as a pointer.
+    ptr: *mut PTE,
     /// The entry that links `table`.
     link: *mut PTE,
+}
+
+/// A 4 KiB leaf for one set of flags, with physical address 0, kept by the cursor so
+/// consecutive `map` calls with the same flags do not encode them again.
+#[derive(Clone, Copy)]
+struct PageTemplate<PTE> {
+    flags: MappingFlags,
+    pte: PTE,
 }
 
 /// Frames reserved for the boundary splits of a range operation.
@@ -126,6 +136,7 @@ pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHa
     table: &'a mut PageTable64<M, PTE, H>,
     pending: Pending,
     cache: PathCache<PTE>,
+    template: Option<PageTemplate<PTE>>,
     /// The bits above the translated ones of the current operation's addresses (its half of
     /// the address space), so recorded invalidations use the caller's form of the address.
     high: usize,
@@ -167,8 +178,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 height: 0,
                 key: 0,
                 table: PhysAddr::from_usize(0),
+                ptr: core::ptr::null_mut(),
                 link: core::ptr::null_mut(),
             },
+            template: None,
             high: 0,
         }
     }
@@ -275,38 +288,37 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     #[inline]
     fn descend(&mut self, tva: usize, target: usize) -> (PhysAddr, usize, *mut PTE) {
         let geo = Self::GEO;
-        let c = self.cache;
-        let (mut table, mut height, mut link) =
-            if c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key {
-                (c.table, c.height, c.link)
-            } else {
-                (
-                    self.table.root_paddr(),
-                    geo.root_height(),
-                    core::ptr::null_mut(),
-                )
-            };
+        let c = &self.cache;
+        let hit = c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key;
+        let (mut table, mut height, mut link) = if hit {
+            (c.table, c.height, c.link)
+        } else {
+            (
+                self.table.root_paddr(),
+                geo.root_height(),
+                core::ptr::null_mut(),
+            )
+        };
         while height > target {
             let t = table_ptr::<PTE, H>(table);
             let index = geo.index(tva, height);
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
-            match kind(&pte, height, self.table.invalid) {
-                Kind::Table(next) => {
-                    // SAFETY: as above.
-                    link = unsafe { t.add(index) };
-                    table = next;
-                    height -= 1;
-                }
-                _ => return (table, height, link),
-            }
+            let Some(next) = next_table(&pte, height, self.table.invalid) else {
+                return (table, height, link);
+            };
+            // SAFETY: as above.
+            link = unsafe { t.add(index) };
+            table = next;
+            height -= 1;
         }
-        if height < geo.root_height() && (!c.valid || table != c.table) {
+        if height < geo.root_height() && !(hit && height == self.cache.height) {
             self.cache = PathCache {
                 valid: true,
                 height,
                 key: tva >> Geometry::shift(height + 1),
                 table,
+                ptr: table_ptr::<PTE, H>(table),
                 link,
             };
         }
@@ -322,10 +334,46 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let index = Self::GEO.index(tva, height);
         // SAFETY: `t` is a live table at `height`; `index` is within its entries.
         let pte = unsafe { read(t, index) };
-        match kind(&pte, height, self.table.invalid) {
-            Kind::Leaf => Ok((t, index, height, link)),
-            _ => Err(PagingError::NotMapped),
+        if is_leaf(&pte, height) {
+            Ok((t, index, height, link))
+        } else {
+            Err(PagingError::NotMapped)
         }
+    }
+
+    /// The fast path of single-page calls: when `va` is valid and lies in the last-level
+    /// table the path cache holds, records its high bits and returns its translated bits,
+    /// that table and the entry linking it.
+    #[inline(always)]
+    fn cached_last_level(&mut self, va: usize) -> Option<(usize, *mut PTE, *mut PTE)> {
+        let c = &self.cache;
+        let mask = Self::GEO.va_mask();
+        let tva = va & mask;
+        if c.valid && c.height == 0 && tva >> Geometry::shift(1) == c.key {
+            // A cached table never lies under a borrowed root entry (`check_va` rejects
+            // those before any descent, and `copy_from` drops the cache).
+            if M::vaddr_is_valid(va) {
+                let (t, link) = (c.ptr, c.link);
+                self.high = va & !mask;
+                return Some((tva, t, link));
+            }
+        }
+        None
+    }
+
+    /// A 4 KiB leaf mapping `paddr` with `flags` (encoded once per run of equal flags).
+    #[inline(always)]
+    fn page_entry(&mut self, paddr: PhysAddr, flags: MappingFlags) -> PTE {
+        let mut pte = match self.template {
+            Some(t) if t.flags == flags => t.pte,
+            _ => {
+                let pte = PTE::new_page(PhysAddr::from_usize(0), flags, false);
+                self.template = Some(PageTemplate { flags, pte });
+                pte
+            }
+        };
+        pte.set_paddr(paddr);
+        pte
     }
 
     /// Adds `delta` to the used-entry count kept in `link` (an entry linking a table).
@@ -387,6 +435,37 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         page_size: PageSize,
         flags: MappingFlags,
     ) -> PagingResult {
+        if page_size == PageSize::Size4K {
+            if let Some((tva, t, link)) = self.cached_last_level(vaddr.into()) {
+                if tva & 0xfff != 0 {
+                    return Err(PagingError::NotAligned);
+                }
+                Self::check_pa(target, 0x1000)?;
+                let index = Self::GEO.index(tva, 0);
+                // SAFETY: `t` is the live last-level table covering `tva`.
+                if !unsafe { read(t, index) }.is_unused() {
+                    return Err(PagingError::AlreadyMapped);
+                }
+                let pte = self.page_entry(target, flags);
+                // SAFETY: as above.
+                unsafe { write(t, index, pte) };
+                Self::adjust_count(link, 1);
+                self.record(tva, 0);
+                return Ok(());
+            }
+        }
+        self.map_slow(vaddr, target, page_size, flags)
+    }
+
+    /// [`map`](Self::map) without the path cache's last-level table.
+    #[inline(never)]
+    fn map_slow(
+        &mut self,
+        vaddr: M::VirtAddr,
+        target: PhysAddr,
+        page_size: PageSize,
+        flags: MappingFlags,
+    ) -> PagingResult {
         let height = Self::GEO
             .leaf_height(page_size)
             .ok_or(PagingError::UnsupportedPageSize)?;
@@ -405,8 +484,13 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             if kind(&pte, height, self.table.invalid) != Kind::Empty {
                 return Err(PagingError::AlreadyMapped);
             }
+            let pte = if height == 0 {
+                self.page_entry(target, flags)
+            } else {
+                PTE::new_page(target, flags, true)
+            };
             // SAFETY: as above.
-            unsafe { write(t, index, PTE::new_page(target, flags, height > 0)) };
+            unsafe { write(t, index, pte) };
             Self::adjust_count(link, 1);
             self.record(tva, height);
             return Ok(());
@@ -463,6 +547,26 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`PagingError::InvalidVirtAddr`], [`PagingError::NotMapped`] (no present leaf). On
     /// error the table is unchanged.
     pub fn protect(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
+        if let Some((tva, t, _)) = self.cached_last_level(vaddr.into()) {
+            let index = Self::GEO.index(tva, 0);
+            // SAFETY: `t` is the live last-level table covering `tva`.
+            let mut pte = unsafe { read(t, index) };
+            // An unused entry is not present either.
+            if !pte.is_present() {
+                return Err(PagingError::NotMapped);
+            }
+            pte.set_flags(flags, false);
+            // SAFETY: as above.
+            unsafe { write(t, index, pte) };
+            self.record(tva & !0xfff, 0);
+            return Ok(PageSize::Size4K);
+        }
+        self.protect_slow(vaddr, flags)
+    }
+
+    /// [`protect`](Self::protect) without the path cache's last-level table.
+    #[inline(never)]
+    fn protect_slow(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
         let tva = self.check_va(vaddr.into())?;
         let (t, index, height, _) = self.find_leaf(tva)?;
         // SAFETY: `t`/`index` locate a leaf of this table.
@@ -489,10 +593,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         &mut self,
         vaddr: M::VirtAddr,
     ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
-        let tva = self.check_va(vaddr.into())?;
-        let (t, index, height, link) = self.find_leaf(tva)?;
-        // SAFETY: `t`/`index` locate a leaf of this table.
+        let (tva, t, index, height, link) = match self.cached_last_level(vaddr.into()) {
+            Some((tva, t, link)) => (tva, t, Self::GEO.index(tva, 0), 0, link),
+            None => {
+                let tva = self.check_va(vaddr.into())?;
+                let (t, index, height, link) = self.find_leaf(tva)?;
+                (tva, t, index, height, link)
+            }
+        };
+        // SAFETY: `t`/`index` locate a leaf of this table, or an entry of the cached
+        // last-level table.
         let pte = unsafe { read(t, index) };
+        if pte.is_unused() {
+            return Err(PagingError::NotMapped);
+        }
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
         self.clear_entry(t, index, height);
         let base = tva & !(size as usize - 1);
@@ -1115,10 +1229,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             path[h] = (table, index);
             // SAFETY: `table` is a live table at `h` on the path of `tva`.
             let pte = unsafe { read(table_ptr::<PTE, H>(table), index) };
-            match kind(&pte, h, self.table.invalid) {
-                Kind::Table(next) => table = next,
-                _ => return,
-            }
+            let Some(next) = next_table(&pte, h, self.table.invalid) else {
+                return;
+            };
+            table = next;
             h -= 1;
         }
         // `table` (height `h`) is empty.

@@ -157,7 +157,7 @@ impl Pending {
     }
 
     /// Records that the translation of `[va, va + (1 << shift))` changed (`va` canonical).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&mut self, va: usize, shift: u32) {
         self.pages += 1;
         if self.everything {
@@ -172,6 +172,12 @@ impl Pending {
                 return;
             }
         }
+        self.push_range(va, end, shift);
+    }
+
+    /// Starts a new range (the uncommon case of [`record`](Self::record)).
+    #[inline(never)]
+    fn push_range(&mut self, va: usize, end: usize, shift: u32) {
         if self.len == MAX_RANGES {
             self.everything = true;
             return;
