@@ -1393,6 +1393,8 @@ pub fn run<T: Format>(data: &[u8]) {
                     cursor.flush();
                     true
                 } else {
+                    // Tables emptied by single-page unmaps are unlinked in batches.
+                    cursor.reclaim();
                     false
                 };
                 if !op.read_only() {

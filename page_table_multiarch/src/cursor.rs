@@ -38,6 +38,19 @@ struct PathCache<PTE> {
     link: *mut PTE,
 }
 
+/// The number of emptied tables single-page `unmap` queues before reclaiming them.
+const RECLAIM_BATCH: usize = 32;
+
+/// Tables that single-page `unmap` left empty, reclaimed together (by
+/// [`PageTable64Cursor::drain_reclaims`]) rather than one by one: a random unmap is
+/// memory-latency bound, and keeping the reclaim work out of its path lets the processor
+/// overlap more of those misses. Each item is the page-aligned translated address of the
+/// unmapped page, with the table's height in the low bits.
+struct Reclaims {
+    items: [usize; RECLAIM_BATCH],
+    len: usize,
+}
+
 /// A 4 KiB leaf for one set of flags, with physical address 0, kept by the cursor so
 /// consecutive `map` calls with the same flags do not encode them again.
 #[derive(Clone, Copy)]
@@ -137,6 +150,7 @@ pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHa
     pending: Pending,
     cache: PathCache<PTE>,
     template: Option<PageTemplate<PTE>>,
+    reclaims: Reclaims,
     /// The bits above the translated ones of the current operation's addresses (its half of
     /// the address space), so recorded invalidations use the caller's form of the address.
     high: usize,
@@ -182,6 +196,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 link: core::ptr::null_mut(),
             },
             template: None,
+            reclaims: Reclaims {
+                items: [0; RECLAIM_BATCH],
+                len: 0,
+            },
             high: 0,
         }
     }
@@ -466,6 +484,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         page_size: PageSize,
         flags: MappingFlags,
     ) -> PagingResult {
+        self.drain_reclaims();
         let height = Self::GEO
             .leaf_height(page_size)
             .ok_or(PagingError::UnsupportedPageSize)?;
@@ -519,6 +538,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         paddr: PhysAddr,
         flags: MappingFlags,
     ) -> PagingResult<PageSize> {
+        self.drain_reclaims();
         let tva = self.check_va(vaddr.into())?;
         let (t, index, height, _) = self.find_leaf(tva)?;
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
@@ -583,7 +603,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     }
 
     /// Removes the whole leaf covering `vaddr` and returns its base physical address, flags
-    /// and size. Tables left empty are unlinked and freed after the next flush.
+    /// and size. Tables left empty are unlinked (in batches, see [`reclaim`](Self::reclaim))
+    /// and freed after the next flush.
     ///
     /// # Errors
     /// [`PagingError::InvalidVirtAddr`]; [`PagingError::NotMapped`] when no present leaf
@@ -614,7 +635,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             self.record(base, height);
         }
         if height < Self::GEO.root_height() && self.emptied(link, t, height, 1, index) {
-            self.reclaim_path(tva, height);
+            self.queue_reclaim(tva, height);
         }
         if pte.is_present() {
             Ok((pte.paddr(), pte.flags(), size))
@@ -651,6 +672,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         flags: MappingFlags,
         allow_huge: bool,
     ) -> PagingResult {
+        self.drain_reclaims();
         let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
         };
@@ -755,6 +777,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// An empty range does nothing; an invalid one is ignored.
     #[cfg(feature = "copy-from")]
     pub fn copy_from(&mut self, other: &PageTable64<M, PTE, H>, start: M::VirtAddr, size: usize) {
+        self.drain_reclaims();
         let va: usize = start.into();
         if size == 0 {
             return;
@@ -804,9 +827,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         self.pending.record_all();
     }
 
+    /// Unlinks now the tables that earlier single-page [`unmap`](Self::unmap) calls left
+    /// empty, which the cursor otherwise does in batches, before any call that a linked
+    /// empty table would affect, and at the latest at the next [`flush`](Self::flush). Only
+    /// needed to inspect the table through the cursor (its
+    /// [`table_frames`](PageTable64::table_frames), say) between single-page unmaps; the
+    /// frames are freed after the next flush, as every unlinked table is.
+    pub fn reclaim(&mut self) {
+        self.drain_reclaims();
+    }
+
     /// Performs the recorded TLB invalidations on this CPU, then frees the tables unlinked
     /// since the last flush. Called automatically when the cursor is dropped.
     pub fn flush(&mut self) {
+        self.drain_reclaims();
         if self.pending.is_empty() {
             return;
         }
@@ -822,6 +856,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// For the immediate API: frees deferred tables (flushing first, as they require), and
     /// otherwise leaves the invalidations to the caller's token.
     pub(crate) fn finish_immediate(&mut self, flush_now: bool) {
+        self.drain_reclaims();
         if flush_now || self.pending.has_frees() {
             self.flush();
         } else {
@@ -1216,9 +1251,48 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
     }
 
+    /// Reclaims the table at `height` on the path of `tva`, which just became empty: at
+    /// once where emptiness is found by a scan, otherwise in a batch (whose items are checked
+    /// again, since a later `map` may refill the table).
+    #[inline(always)]
+    fn queue_reclaim(&mut self, tva: usize, height: usize) {
+        if !PTE::COUNTS_TABLE_ENTRIES {
+            self.reclaim_path(tva, height, false);
+            return;
+        }
+        let r = &mut self.reclaims;
+        r.items[r.len] = (tva & !0xfff) | height;
+        r.len += 1;
+        if r.len == RECLAIM_BATCH {
+            self.drain_reclaims();
+        }
+    }
+
+    /// Reclaims the queued tables that are still empty. Runs before every operation that an
+    /// empty linked table would change (a larger page, `copy_from`) and before every flush,
+    /// so that no caller ever sees the queue: only the `table_frames` of a cursor mid-way
+    /// through single-page unmaps may count tables it has not yet unlinked.
+    #[inline(always)]
+    fn drain_reclaims(&mut self) {
+        if self.reclaims.len != 0 {
+            self.drain_reclaims_slow();
+        }
+    }
+
+    #[inline(never)]
+    fn drain_reclaims_slow(&mut self) {
+        let len = core::mem::replace(&mut self.reclaims.len, 0);
+        let items = self.reclaims.items;
+        for &item in &items[..len] {
+            self.reclaim_path(item & !0xfff, item & 0xfff, true);
+        }
+    }
+
     /// After the table at `height` on the path of `tva` became empty: unlinks it, and every
-    /// ancestor (below the root) that becomes empty in turn.
-    fn reclaim_path(&mut self, tva: usize, height: usize) {
+    /// ancestor (below the root) that becomes empty in turn. With `check`, first makes sure
+    /// the path still reaches a table at `height` and that it is still empty (from the
+    /// count in its link).
+    fn reclaim_path(&mut self, tva: usize, height: usize, check: bool) {
         let geo = Self::GEO;
         // path[h]: the table at height h on the path and the index of `tva` in it.
         let mut path = [(PhysAddr::from_usize(0), 0usize); MAX_LEVELS];
@@ -1234,6 +1308,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             };
             table = next;
             h -= 1;
+        }
+        if check {
+            let (parent, index) = path[h + 1];
+            // SAFETY: `parent[index]` is the live entry that links `table`.
+            let link = unsafe { read(table_ptr::<PTE, H>(parent), index) };
+            if link.table_count() != 0 {
+                return;
+            }
         }
         // `table` (height `h`) is empty.
         while h < geo.root_height() {

@@ -1,0 +1,132 @@
+//! Tables emptied by single-page `unmap` are unlinked in batches: the batch never reclaims a
+//! table that was refilled or replaced in the meantime, never delays a call that an empty
+//! linked table would change, and is done by the next flush at the latest.
+
+use memory_addr::{PhysAddr, VirtAddr};
+use page_table_multiarch::{MappingFlags as F, PageSize, x86_64::X64PageTable};
+use testkit::alloc::{self, SimHandler};
+use testkit::mem;
+use testkit::walker::{self, Access};
+
+type T = X64PageTable<SimHandler>;
+
+const RW: F = F::READ.union(F::WRITE);
+const M2: usize = 0x20_0000;
+
+fn setup() -> T {
+    mem::reset();
+    alloc::reset();
+    T::try_new().unwrap()
+}
+
+fn map4k(t: &mut T, va: usize) {
+    t.cursor()
+        .map(VirtAddr::from(va), PhysAddr::from(va), PageSize::Size4K, RW)
+        .unwrap();
+}
+
+fn walks_to(t: &T, va: usize) -> bool {
+    let cfg = walker::Config::X86_64(Default::default());
+    let root = t.root_paddr().as_usize() as u64;
+    walker::translate(&mem::read_u64, root, va as u64, Access::READ, &cfg)
+        .is_ok_and(|tr| tr.pa == va as u64)
+}
+
+#[test]
+fn many_emptied_tables_in_one_cursor() {
+    let mut t = setup();
+    // One page in each of 40 2 MiB regions: 40 last-level tables under one PD.
+    for i in 0..40 {
+        map4k(&mut t, 0x4000_0000 + i * M2);
+    }
+    assert_eq!(t.table_frames(), 1 + 1 + 1 + 40);
+    let mut c = t.cursor();
+    for i in 0..40 {
+        c.unmap(VirtAddr::from(0x4000_0000 + i * M2)).unwrap();
+    }
+    // Some are still queued; `reclaim` unlinks them, and the emptied PD and PDPT with them.
+    c.reclaim();
+    assert_eq!(c.table_frames(), 1);
+    // Nothing is freed before the flush.
+    assert_eq!(alloc::live_frames(), 43);
+    drop(c);
+    assert_eq!(alloc::live_frames(), 1);
+}
+
+#[test]
+fn a_refilled_table_is_kept() {
+    let mut t = setup();
+    map4k(&mut t, 0x4000_0000);
+    let mut c = t.cursor();
+    c.unmap(VirtAddr::from(0x4000_0000)).unwrap();
+    c.map(
+        VirtAddr::from(0x4000_1000),
+        PhysAddr::from(0x4000_1000),
+        PageSize::Size4K,
+        RW,
+    )
+    .unwrap();
+    drop(c);
+    assert_eq!(t.table_frames(), 4);
+    assert_eq!(alloc::live_frames(), 4);
+    assert!(walks_to(&t, 0x4000_1000));
+}
+
+#[test]
+fn a_huge_page_can_replace_an_emptied_table_at_once() {
+    let mut t = setup();
+    map4k(&mut t, 0x4000_0000);
+    let mut c = t.cursor();
+    c.unmap(VirtAddr::from(0x4000_0000)).unwrap();
+    // The emptied table is unlinked before the 2 MiB page is placed.
+    c.map(
+        VirtAddr::from(0x4000_0000),
+        PhysAddr::from(0x8000_0000),
+        PageSize::Size2M,
+        RW,
+    )
+    .unwrap();
+    c.map_region(
+        VirtAddr::from(0x4000_0000 + M2),
+        |va| PhysAddr::from(va.as_usize()),
+        M2,
+        RW,
+        true,
+    )
+    .unwrap();
+    drop(c);
+    assert_eq!(t.table_frames(), 3);
+    assert_eq!(
+        t.query(VirtAddr::from(0x4000_0000 + 8)).unwrap().2,
+        PageSize::Size2M
+    );
+    assert_eq!(alloc::live_frames(), 3);
+}
+
+#[test]
+fn a_replaced_table_is_not_reclaimed() {
+    let mut t = setup();
+    map4k(&mut t, 0x4000_0000);
+    map4k(&mut t, 0x8000_0000);
+    let mut c = t.cursor();
+    // Queue the table of 0x4000_0000, then free its whole subtree with a region unmap and
+    // map the page again: the path now leads to new tables, which must stay.
+    c.unmap(VirtAddr::from(0x4000_0000)).unwrap();
+    c.unmap_region(VirtAddr::from(0x4000_0000), 1 << 30)
+        .unwrap();
+    c.map(
+        VirtAddr::from(0x4000_0000),
+        PhysAddr::from(0x4000_0000),
+        PageSize::Size4K,
+        RW,
+    )
+    .unwrap();
+    drop(c);
+    assert!(walks_to(&t, 0x4000_0000));
+    assert!(walks_to(&t, 0x8000_0000));
+    // Root, PDPT, a PD and a PT for each page.
+    assert_eq!(t.table_frames(), 1 + 1 + 2 + 2);
+    assert_eq!(alloc::live_frames(), 6);
+    drop(t);
+    alloc::assert_no_leaks();
+}
