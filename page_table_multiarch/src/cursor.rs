@@ -10,6 +10,7 @@
 //! once and the published part of the range is unmapped again. `unmap_region` and
 //! `protect_region` reserve the frames their boundary splits need before changing anything.
 
+use core::mem::MaybeUninit;
 use core::ops::Deref;
 use core::sync::atomic::{Ordering, fence};
 
@@ -47,7 +48,8 @@ const RECLAIM_BATCH: usize = 32;
 /// overlap more of those misses. Each item is the page-aligned translated address of the
 /// unmapped page, with the table's height in the low bits.
 struct Reclaims {
-    items: [usize; RECLAIM_BATCH],
+    /// `items[..len]` are initialised.
+    items: [MaybeUninit<usize>; RECLAIM_BATCH],
     len: usize,
 }
 
@@ -197,7 +199,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             },
             template: None,
             reclaims: Reclaims {
-                items: [0; RECLAIM_BATCH],
+                items: [MaybeUninit::uninit(); RECLAIM_BATCH],
                 len: 0,
             },
             high: 0,
@@ -676,6 +678,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
         };
+        if let Some(done) = self.map_one_leaf(start, size, &get_paddr, flags, allow_huge) {
+            return done;
+        }
         let spec = MapSpec {
             flags,
             fixed: None,
@@ -700,6 +705,53 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 Err(err)
             }
         }
+    }
+
+    /// `map_region`'s shortcut for a region that is exactly one leaf (a 4 KiB page, or with
+    /// `allow_huge` an aligned 2 MiB or 1 GiB one) whose table exists and whose slot is free:
+    /// one descent and one store. `None` when the general path must decide.
+    #[inline]
+    fn map_one_leaf(
+        &mut self,
+        start: usize,
+        size: usize,
+        get_paddr: &impl Fn(M::VirtAddr) -> PhysAddr,
+        flags: MappingFlags,
+        allow_huge: bool,
+    ) -> Option<PagingResult> {
+        let geo = Self::GEO;
+        let height = (0..=if allow_huge { geo.max_leaf_height } else { 0 })
+            .find(|&h| Geometry::span(h) == size)?;
+        if start & (size - 1) != 0 {
+            return None;
+        }
+        let pa = get_paddr(M::VirtAddr::from(self.canonical(start)));
+        if pa.as_usize() & (size - 1) != 0 {
+            return None;
+        }
+        let (table, th, link) = self.descend(start, height);
+        if th != height {
+            return None;
+        }
+        let t = table_ptr::<PTE, H>(table);
+        let index = geo.index(start, height);
+        // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+        if kind(&unsafe { read(t, index) }, height, self.table.invalid) != Kind::Empty {
+            return None;
+        }
+        if let Err(e) = Self::check_pa(pa, size) {
+            return Some(Err(e));
+        }
+        let pte = if height == 0 {
+            self.page_entry(pa, flags)
+        } else {
+            PTE::new_page(pa, flags, true)
+        };
+        // SAFETY: as above.
+        unsafe { write(t, index, pte) };
+        Self::adjust_count(link, 1);
+        self.record(start, height);
+        Some(Ok(()))
     }
 
     /// Removes every leaf in `[vaddr, vaddr + size)`, present or reserved. Huge pages the
@@ -885,7 +937,6 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return self.map_pages(t, start, end, spec, false);
         }
         let span = Geometry::span(height);
-        let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, height > 0);
         let mut added = 0;
         for Chunk {
             index,
@@ -910,8 +961,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let failure = match (kind(&pte, height, self.table.invalid), leaf_pa) {
                 (Kind::Empty, Some(pa)) => match Self::check_pa(pa, span) {
                     Ok(()) => {
-                        let mut leaf = template;
-                        leaf.set_paddr(pa);
+                        let leaf = PTE::new_page(pa, spec.flags, true);
                         // SAFETY: as above.
                         unsafe { write(t, index, leaf) };
                         self.record(base, height);
@@ -1261,7 +1311,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return;
         }
         let r = &mut self.reclaims;
-        r.items[r.len] = (tva & !0xfff) | height;
+        r.items[r.len].write((tva & !0xfff) | height);
         r.len += 1;
         if r.len == RECLAIM_BATCH {
             self.drain_reclaims();
@@ -1283,7 +1333,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     fn drain_reclaims_slow(&mut self) {
         let len = core::mem::replace(&mut self.reclaims.len, 0);
         let items = self.reclaims.items;
-        for &item in &items[..len] {
+        for item in &items[..len] {
+            // SAFETY: `items[..len]` were initialised by `queue_reclaim`.
+            let item = unsafe { item.assume_init() };
             self.reclaim_path(item & !0xfff, item & 0xfff, true);
         }
     }
