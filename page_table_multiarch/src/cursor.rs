@@ -516,6 +516,31 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             self.record(tva, height);
             return Ok(());
         }
+        if th == height + 1 {
+            // The most common miss: the leaf's table is missing, its parent exists.
+            let p = table_ptr::<PTE, H>(table);
+            let pindex = Self::GEO.index(tva, th);
+            // SAFETY: `p` is a live table at `th`; `pindex` is within its entries.
+            if kind(&unsafe { read(p, pindex) }, th, self.table.invalid) == Kind::Empty {
+                let child = alloc_table::<M, PTE, H>(init_for::<PTE>(height, self.table.invalid))?;
+                let c = table_ptr::<PTE, H>(child);
+                let pte = if height == 0 {
+                    self.page_entry(target, flags)
+                } else {
+                    PTE::new_page(target, flags, true)
+                };
+                // SAFETY: `c` is the new table at `height`, not yet published.
+                unsafe { write(c, Self::GEO.index(tva, height), pte) };
+                let mut new_link = PTE::new_table(child);
+                new_link.set_table_count(1);
+                fence(Ordering::Release);
+                // SAFETY: as above.
+                unsafe { write(p, pindex, new_link) };
+                Self::adjust_count(link, 1);
+                self.record(tva, height);
+                return Ok(());
+            }
+        }
         let spec = MapSpec {
             flags,
             fixed: Some(height),
