@@ -661,8 +661,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if pte.is_present() {
             self.record(base, height);
         }
-        if height < Self::GEO.root_height() && self.emptied(link, t, height, 1, index) {
-            self.queue_reclaim(tva, height);
+        if height < Self::GEO.root_height() {
+            self.note_cleared(link, t, height, index, tva);
         }
         if pte.is_present() {
             Ok((pte.paddr(), pte.flags(), size))
@@ -1326,18 +1326,32 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
     }
 
-    /// Reclaims the table at `height` on the path of `tva`, which just became empty: at
-    /// once where emptiness is found by a scan, otherwise in a batch (whose items are checked
-    /// again, since a later `map` may refill the table).
+    /// After single-page `unmap` cleared entry `index` of the table `t` at `height` below
+    /// the root (linked by `link`): reclaims the table if that emptied it, at once where
+    /// emptiness is found by a scan, otherwise in a batch (whose items are checked again,
+    /// since a later `map` may refill the table).
     #[inline(always)]
-    fn queue_reclaim(&mut self, tva: usize, height: usize) {
-        if !PTE::COUNTS_TABLE_ENTRIES {
-            self.reclaim_path(tva, height, false);
+    fn note_cleared(
+        &mut self,
+        link: *mut PTE,
+        t: *mut PTE,
+        height: usize,
+        index: usize,
+        tva: usize,
+    ) {
+        if !PTE::COUNTS_TABLE_ENTRIES || link.is_null() {
+            if self.emptied(link, t, height, 1, index) {
+                self.reclaim_path(tva, height, false);
+            }
             return;
         }
+        let emptied = Self::adjust_count(link, -1) == Some(0);
+        // Written every time and kept only if the table emptied: no branch on the count,
+        // which goes either way on random unmaps, so a misprediction does not throw away
+        // the next unmap's loads already in flight.
         let r = &mut self.reclaims;
         r.items[r.len].write((tva & !0xfff) | height);
-        r.len += 1;
+        r.len += usize::from(emptied);
         if r.len == RECLAIM_BATCH {
             self.drain_reclaims();
         }
