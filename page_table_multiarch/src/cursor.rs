@@ -310,6 +310,16 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let geo = Self::GEO;
         let c = &self.cache;
         let hit = c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key;
+        let invalid = self.table.invalid;
+        // One step down from the table at `height`, if the slot on the path is a table.
+        let step = |table: PhysAddr, height: usize| {
+            let t = table_ptr::<PTE, H>(table);
+            let index = geo.index(tva, height);
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            let pte = unsafe { read(t, index) };
+            // SAFETY: as above.
+            next_table(&pte, height, invalid).map(|next| (next, unsafe { t.add(index) }))
+        };
         let (mut table, mut height, mut link) = if hit {
             (c.table, c.height, c.link)
         } else {
@@ -319,18 +329,21 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 core::ptr::null_mut(),
             )
         };
-        while height > target {
-            let t = table_ptr::<PTE, H>(table);
-            let index = geo.index(tva, height);
-            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
-            let pte = unsafe { read(t, index) };
-            let Some(next) = next_table(&pte, height, self.table.invalid) else {
-                return (table, height, link);
-            };
-            // SAFETY: as above.
-            link = unsafe { t.add(index) };
-            table = next;
-            height -= 1;
+        if hit {
+            while height > target {
+                let Some((next, l)) = step(table, height) else {
+                    return (table, height, link);
+                };
+                (table, link, height) = (next, l, height - 1);
+            }
+        } else {
+            // From the root: constant bounds, so the walk unrolls per level.
+            for h in (target + 1..=geo.root_height()).rev() {
+                let Some((next, l)) = step(table, h) else {
+                    return (table, h, link);
+                };
+                (table, link, height) = (next, l, h - 1);
+            }
         }
         if height < geo.root_height() && !(hit && height == self.cache.height) {
             self.cache = PathCache {

@@ -230,6 +230,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
     /// [`PagingError::InvalidVirtAddr`] if `vaddr` is not canonical for this table,
     /// [`PagingError::NotMapped`] if no present leaf maps it (a non-present reservation
     /// counts as not mapped).
+    #[inline]
     pub fn query(&self, vaddr: M::VirtAddr) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
         let (pte, height) = self.leaf_of(vaddr.into())?;
         if !pte.is_present() {
@@ -241,6 +242,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
     }
 
     /// The leaf entry covering `vaddr`, present or not, and its height.
+    #[inline(always)]
     pub(crate) fn leaf_of(&self, vaddr: usize) -> PagingResult<(PTE, usize)> {
         if !M::vaddr_is_valid(vaddr) {
             return Err(PagingError::InvalidVirtAddr);
