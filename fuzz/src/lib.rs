@@ -1291,10 +1291,15 @@ fn hole_sampler<T: Format>(st: &State<T>) -> impl FnMut(&mut Rng) -> u64 + use<T
     }
 }
 
-/// The checks after a step: the leaves, the frames, the walker on a few leaves and holes.
+/// The checks after a step: the leaves, the frames, the used-entry counts (when flushed),
+/// the walker on a few leaves and holes.
 fn check_step<T: Format>(st: &mut State<T>, t: &Table<T>, flushed: bool) {
     check::check_leaves::<T>(t, &st.model);
     check::check_frames::<T>(t, &st.model, flushed);
+    if flushed {
+        // Mid-cursor, counts may still wait in its queue of decrements.
+        check::check_counts::<T>(t);
+    }
     let hole = hole_sampler(st);
     check::check_walker::<T>(t, &st.model, &mut st.rng, 4, 4, hole);
 }

@@ -37,6 +37,8 @@ struct Gen {
     windows: Vec<u64>,
     rng: Rng,
     sizes: Vec<u64>,
+    /// The last address [`va`](Self::va) returned.
+    last: Option<u64>,
 }
 
 /// The span of each address window: 4 GiB, so 1 GiB pages, splits and holes all occur.
@@ -64,6 +66,7 @@ impl<T: Format> Harness<T> {
                 windows,
                 rng: Rng::new(seed),
                 sizes,
+                last: None,
             },
         }
     }
@@ -90,9 +93,27 @@ impl Gen {
         }
     }
 
-    /// A virtual address aligned to `align`, inside one of the windows.
+    /// A virtual address aligned to `align`, inside one of the windows: half of the time
+    /// within 64 KiB of the last one, so that consecutive calls share tables (a table
+    /// emptied and refilled, neighbours in the path cache).
     fn va(&mut self, align: u64) -> u64 {
-        Self::window_va(&self.windows, &mut self.rng, align)
+        let va = match self.last {
+            Some(last) if align == K4 && self.rng.chance(1, 2) => {
+                let near = (last & !(16 * K4 - 1)) + self.rng.below(16) * K4;
+                if self
+                    .windows
+                    .iter()
+                    .any(|&w| (w..w + WINDOW).contains(&near))
+                {
+                    near
+                } else {
+                    last
+                }
+            }
+            _ => Self::window_va(&self.windows, &mut self.rng, align),
+        };
+        self.last = Some(va);
+        va
     }
 
     fn window_va(windows: &[u64], rng: &mut Rng, align: u64) -> u64 {
@@ -124,13 +145,45 @@ impl Gen {
     }
 }
 
+/// The cursor of a format's table.
+type Cursor<'a, T> =
+    page_table_multiarch::PageTable64Cursor<'a, <T as Format>::M, <T as Format>::PTE, SimHandler>;
+
 impl<T: Format> Harness<T> {
+    /// One cursor, and in it one operation most of the time, otherwise a burst of up to 16
+    /// or, rarely, of a few hundred (what the cursor keeps between calls: its path cache, its queue of count updates and
+    /// reclaims, its pending invalidations and frees); then the whole check.
     fn step(&mut self) {
-        self.g.maybe_fail();
         let g = &mut self.g;
         let model = &mut self.model;
+        let burst = if g.rng.chance(1, 40) {
+            // Long enough to fill the cursor's queues (count updates, flush ranges, frees).
+            g.rng.range(100, 300)
+        } else if g.rng.chance(1, 3) {
+            g.rng.range(2, 16)
+        } else {
+            1
+        };
         let mut c = self.table.cursor();
-        match g.rng.below(10) {
+        for _ in 0..burst {
+            g.maybe_fail();
+            // Bursts are mostly single-page maps and unmaps near each other.
+            let op = if burst > 1 && g.rng.chance(2, 3) {
+                if g.rng.chance(1, 2) { 0 } else { 3 }
+            } else {
+                g.rng.below(10)
+            };
+            Self::op(op, g, model, &mut c);
+        }
+        alloc::set_fail_at(None);
+        drop(c);
+        self.check();
+    }
+
+    /// Operation `op` (0 to 9) with random operands through `c`, checked against the
+    /// model.
+    fn op(op: u64, g: &mut Gen, model: &mut Model, c: &mut Cursor<'_, T>) {
+        match op {
             0 | 1 => {
                 let size = g.size();
                 let (va, pa, flags) = (g.va(size), g.pa(size), g.flags());
@@ -280,9 +333,6 @@ impl<T: Format> Harness<T> {
                 assert_eq!(got, expected, "query {va:#x}");
             }
         }
-        alloc::set_fail_at(None);
-        drop(c);
-        self.check();
     }
 
     /// The whole table equals the model, the walker agrees, and no frame is held beyond what

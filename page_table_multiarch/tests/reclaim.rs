@@ -130,3 +130,39 @@ fn a_replaced_table_is_not_reclaimed() {
     drop(t);
     alloc::assert_no_leaks();
 }
+
+#[test]
+fn cascading_reclaims_of_a_full_queue() {
+    let mut t = setup();
+    const G1: usize = 0x4000_0000;
+    // One page in each of 100 1 GiB regions: 100 PDs, each with one PT, under one PDPT, so
+    // every unmap empties a PT and its PD.
+    let base = 0x80_0000_0000;
+    for i in 0..100 {
+        map4k(&mut t, base + i * G1);
+    }
+    assert_eq!(t.table_frames(), 1 + 1 + 2 * 100);
+    let mut c = t.cursor();
+    // The first 40 alone (more than one batch of count updates, each emptying two
+    // tables); the others interleaved with refills of every third page, whose tables stay.
+    let refilled = |i: usize| i >= 40 && i % 3 == 0;
+    for i in 0..100 {
+        c.unmap(VirtAddr::from(base + i * G1)).unwrap();
+        if refilled(i) {
+            let va = base + i * G1 + 0x1000;
+            c.map(VirtAddr::from(va), PhysAddr::from(va), PageSize::Size4K, RW)
+                .unwrap();
+        }
+    }
+    drop(c);
+    let kept = (0..100).filter(|&i| refilled(i)).count();
+    assert_eq!(t.table_frames(), 1 + 1 + 2 * kept);
+    assert_eq!(alloc::live_frames(), t.table_frames());
+    for i in 0..100 {
+        assert!(!walks_to(&t, base + i * G1));
+        assert_eq!(walks_to(&t, base + i * G1 + 0x1000), refilled(i));
+    }
+    testkit::check::check_counts::<
+        testkit::check::X64<page_table_multiarch::x86_64::X64PagingMetaData>,
+    >(&t);
+}

@@ -425,8 +425,55 @@ pub fn check_walker<T: Format>(
     }
 }
 
-/// The whole check after a flushed step: [`check_leaves`], [`check_frames`] (flushed), and
-/// [`check_walker`] on 24 leaves and 8 holes.
+/// Where the format keeps used-entry counts in table entries
+/// ([`GenericPTE::COUNTS_TABLE_ENTRIES`]), every entry that links a table holds the number
+/// of used (non-zero) entries of that table. Counted from the raw memory, so a count that
+/// drifted (and would let the engine free a table still in use, or keep an empty one) fails
+/// here even while every translation is right.
+pub fn check_counts<T: Format>(table: &Table<T>) {
+    if !T::PTE::COUNTS_TABLE_ENTRIES {
+        return;
+    }
+    let geo = Table::<T>::GEOMETRY;
+    let entry = |pa: u64| -> T::PTE {
+        let raw = mem::read_u64(pa);
+        // SAFETY: entries are 8-byte plain values (the engine asserts the size), and every
+        // bit pattern is a value of the entry type.
+        unsafe { core::mem::transmute_copy::<u64, T::PTE>(&raw) }
+    };
+    fn used(pa: u64, read: &impl Fn(u64) -> u64) -> usize {
+        (0..512).filter(|i| read(pa + i * 8) != 0).count()
+    }
+    // (table, height, number of entries)
+    let mut stack = vec![(
+        table.root_paddr().as_usize() as u64,
+        geo.root_height(),
+        geo.root_entries,
+    )];
+    while let Some((pa, height, entries)) = stack.pop() {
+        if height == 0 {
+            continue;
+        }
+        for i in 0..entries as u64 {
+            let e = entry(pa + i * 8);
+            if e.is_unused() || e.is_huge() {
+                continue;
+            }
+            let child = e.paddr().as_usize() as u64;
+            let n = used(child, &mem::read_u64);
+            assert_eq!(
+                e.table_count(),
+                n,
+                "used-entry count of the table at {child:#x} (height {}), linked by entry {i} of {pa:#x}",
+                height - 1
+            );
+            stack.push((child, height - 1, 512));
+        }
+    }
+}
+
+/// The whole check after a flushed step: [`check_leaves`], [`check_frames`] (flushed),
+/// [`check_counts`], and [`check_walker`] on 24 leaves and 8 holes.
 pub fn check<T: Format>(
     table: &Table<T>,
     model: &Model,
@@ -435,5 +482,6 @@ pub fn check<T: Format>(
 ) {
     check_leaves::<T>(table, model);
     check_frames::<T>(table, model, true);
+    check_counts::<T>(table);
     check_walker::<T>(table, model, rng, 24, 8, hole);
 }
