@@ -35,21 +35,63 @@ struct PathCache<PTE> {
     table: PhysAddr,
     /// `table` as a pointer.
     ptr: *mut PTE,
-    /// The entry that links `table`.
+    /// The entry that links `table` (null for the root).
     link: *mut PTE,
+    /// The entry that links the table holding `link` (null when that table is the root).
+    plink: *mut PTE,
+    /// Where the format keeps used-entry counts: the change of `table`'s count that
+    /// single-page `map` and `unmap` made and that `link` does not show yet. Moved to the
+    /// queue of count updates when the cache moves on, and applied there.
+    delta: isize,
 }
 
-/// The number of emptied tables single-page `unmap` queues before reclaiming them.
+/// A table found by [`PageTable64Cursor::descend`]: where it is, its height, and the two
+/// entries above it on the path.
+#[derive(Clone, Copy)]
+struct Found<PTE> {
+    table: PhysAddr,
+    /// `table` as a pointer.
+    ptr: *mut PTE,
+    height: usize,
+    /// The entry that links `table` (null for the root).
+    link: *mut PTE,
+    /// The entry that links the table holding `link` (null when that is the root).
+    plink: *mut PTE,
+}
+
+/// The number of queued count updates that triggers their application.
 const RECLAIM_BATCH: usize = 32;
 
-/// Tables that single-page `unmap` left empty, reclaimed together (by
-/// [`PageTable64Cursor::drain_reclaims`]) rather than one by one: a random unmap is
-/// memory-latency bound, and keeping the reclaim work out of its path lets the processor
-/// overlap more of those misses. Each item is the page-aligned translated address of the
-/// unmapped page, with the table's height in the low bits.
-struct Reclaims {
-    /// `items[..len]` are initialised.
-    items: [MaybeUninit<usize>; RECLAIM_BATCH],
+/// A change of a table's used-entry count made by single-page calls and not yet written
+/// to the entry linking the table: that entry, the entry linking the table that holds it
+/// (null when it is the root), a translated address inside the table's span with the
+/// table's height in the low 12 bits, and the change.
+#[derive(Clone, Copy)]
+struct Reclaim<PTE> {
+    link: *mut PTE,
+    plink: *mut PTE,
+    key: usize,
+    delta: isize,
+}
+
+/// Count updates of single-page `map` and `unmap`, applied together (by
+/// [`PageTable64Cursor::drain_reclaims`]), which also reclaims the tables they empty.
+///
+/// Neither call reads or writes the count in the entry linking the table: the change
+/// accumulates in the path cache and moves here when the cache moves on. A random unmap
+/// is bound by memory latency, and a read-modify-write of the count measurably slowed the
+/// stream of independent walks; here the updates run among cache hits, and the unmaps of
+/// one table cost one update.
+///
+/// Invariants: while updates wait (here or in the path cache), the counts in table
+/// entries may be stale, so every call that reads counts applies them first; and no table
+/// is unlinked except by the application itself (every call that may unlink tables
+/// applies them first), so every queued `link` and `plink` lies in a table that is still
+/// linked, and reading or writing them is sound.
+struct Reclaims<PTE> {
+    /// `items[..len]` are initialised. One slot more than the batch, for the path cache's
+    /// update moved here when the batch is applied.
+    items: [MaybeUninit<Reclaim<PTE>>; RECLAIM_BATCH + 1],
     len: usize,
 }
 
@@ -152,7 +194,7 @@ pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHa
     pending: Pending,
     cache: PathCache<PTE>,
     template: Option<PageTemplate<PTE>>,
-    reclaims: Reclaims,
+    reclaims: Reclaims<PTE>,
     /// The bits above the translated ones of the current operation's addresses (its half of
     /// the address space), so recorded invalidations use the caller's form of the address.
     high: usize,
@@ -196,10 +238,12 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 table: PhysAddr::from_usize(0),
                 ptr: core::ptr::null_mut(),
                 link: core::ptr::null_mut(),
+                plink: core::ptr::null_mut(),
+                delta: 0,
             },
             template: None,
             reclaims: Reclaims {
-                items: [MaybeUninit::uninit(); RECLAIM_BATCH],
+                items: [MaybeUninit::uninit(); RECLAIM_BATCH + 1],
                 len: 0,
             },
             high: 0,
@@ -303,82 +347,148 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     // ---------------------------------------------------------------------------------
 
     /// Descends towards `tva` until the table at height `target`, or until the slot on the
-    /// path is not a table. Returns that table, its height and the entry that links it
-    /// (null for the root).
-    #[inline]
-    fn descend(&mut self, tva: usize, target: usize) -> (PhysAddr, usize, *mut PTE) {
-        let geo = Self::GEO;
+    /// path is not a table, starting from the path cache when it covers `tva`. Returns that
+    /// table with the entries above it, and keeps it in the path cache.
+    #[inline(always)]
+    fn descend(&mut self, tva: usize, target: usize) -> Found<PTE> {
         let c = &self.cache;
-        let hit = c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key;
-        let invalid = self.table.invalid;
-        // One step down from the table at `height`, if the slot on the path is a table.
-        let step = |table: PhysAddr, height: usize| {
-            let t = table_ptr::<PTE, H>(table);
-            let index = geo.index(tva, height);
-            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
-            let pte = unsafe { read(t, index) };
-            // SAFETY: as above.
-            next_table(&pte, height, invalid).map(|next| (next, unsafe { t.add(index) }))
-        };
-        let (mut table, mut height, mut link) = if hit {
-            (c.table, c.height, c.link)
-        } else {
-            (
-                self.table.root_paddr(),
-                geo.root_height(),
-                core::ptr::null_mut(),
-            )
-        };
-        if hit {
-            while height > target {
-                let Some((next, l)) = step(table, height) else {
-                    return (table, height, link);
-                };
-                (table, link, height) = (next, l, height - 1);
-            }
-        } else {
-            // From the root: constant bounds, so the walk unrolls per level.
-            for h in (target + 1..=geo.root_height()).rev() {
-                let Some((next, l)) = step(table, h) else {
-                    return (table, h, link);
-                };
-                (table, link, height) = (next, l, h - 1);
-            }
+        if !(c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key) {
+            return self.descend_from_root(tva, target);
         }
-        if height < geo.root_height() && !(hit && height == self.cache.height) {
-            self.cache = PathCache {
-                valid: true,
-                height,
-                key: tva >> Geometry::shift(height + 1),
-                table,
-                ptr: table_ptr::<PTE, H>(table),
-                link,
+        let from = c.height;
+        let mut f = Found {
+            table: c.table,
+            ptr: c.ptr,
+            height: c.height,
+            link: c.link,
+            plink: c.plink,
+        };
+        while f.height > target {
+            let Some(next) = self.step(&f, tva) else {
+                break;
             };
+            f = next;
         }
-        (table, height, link)
+        if f.height != from {
+            self.remember(tva, &f);
+        }
+        f
     }
 
-    /// Finds the leaf covering `tva`: its table, index, height, and the entry linking the
-    /// table (null for the root).
-    #[inline]
-    fn find_leaf(&mut self, tva: usize) -> PagingResult<(*mut PTE, usize, usize, *mut PTE)> {
-        let (table, height, link) = self.descend(tva, 0);
-        let t = table_ptr::<PTE, H>(table);
-        let index = Self::GEO.index(tva, height);
-        // SAFETY: `t` is a live table at `height`; `index` is within its entries.
-        let pte = unsafe { read(t, index) };
-        if is_leaf(&pte, height) {
-            Ok((t, index, height, link))
+    /// [`descend`](Self::descend) from the root, without looking at the path cache.
+    #[inline(always)]
+    fn descend_from_root(&mut self, tva: usize, target: usize) -> Found<PTE> {
+        let geo = Self::GEO;
+        let root = self.table.root_paddr();
+        let mut f = Found {
+            table: root,
+            ptr: table_ptr::<PTE, H>(root),
+            height: geo.root_height(),
+            link: core::ptr::null_mut(),
+            plink: core::ptr::null_mut(),
+        };
+        // Constant bounds: the walk unrolls per level.
+        for _ in (target + 1..=geo.root_height()).rev() {
+            let Some(next) = self.step(&f, tva) else {
+                break;
+            };
+            f = next;
+        }
+        if f.height < geo.root_height() {
+            self.remember(tva, &f);
+        }
+        f
+    }
+
+    /// One step from the table `f` towards `tva`: the table its slot links, if it links
+    /// one.
+    #[inline(always)]
+    fn step(&self, f: &Found<PTE>, tva: usize) -> Option<Found<PTE>> {
+        let index = Self::GEO.index(tva, f.height);
+        // SAFETY: `f.ptr` is a live table at `f.height`; `index` is within its entries.
+        let pte = unsafe { read(f.ptr, index) };
+        let next = next_table(&pte, f.height, self.table.invalid)?;
+        Some(Found {
+            table: next,
+            ptr: table_ptr::<PTE, H>(next),
+            height: f.height - 1,
+            // SAFETY: as above.
+            link: unsafe { f.ptr.add(index) },
+            plink: f.link,
+        })
+    }
+
+    /// Keeps `f`, a table below the root on the path of `tva`, in the path cache.
+    #[inline(always)]
+    fn remember(&mut self, tva: usize, f: &Found<PTE>) {
+        self.stash_delta();
+        self.cache = PathCache {
+            valid: true,
+            height: f.height,
+            key: tva >> Geometry::shift(f.height + 1),
+            table: f.table,
+            ptr: f.ptr,
+            link: f.link,
+            plink: f.plink,
+            delta: 0,
+        };
+    }
+
+    /// Moves the path cache's pending count change to the queue. Every call that may move
+    /// the cache first makes room in the queue ([`make_room`](Self::make_room)).
+    #[inline(always)]
+    fn stash_delta(&mut self) {
+        let c = &mut self.cache;
+        if PTE::COUNTS_TABLE_ENTRIES && c.delta != 0 {
+            let r = &mut self.reclaims;
+            debug_assert!(r.len <= RECLAIM_BATCH, "count update queue overflow");
+            r.items[r.len].write(Reclaim {
+                link: c.link,
+                plink: c.plink,
+                key: (c.key << Geometry::shift(c.height + 1)) | c.height,
+                delta: c.delta,
+            });
+            r.len += 1;
+            c.delta = 0;
+        }
+    }
+
+    /// Applies the queued count updates if the queue is full, so that the call about to
+    /// start can move the path cache. Only at the start of a call: applying them may unlink
+    /// tables.
+    #[inline(always)]
+    fn make_room(&mut self) {
+        if self.reclaims.len >= RECLAIM_BATCH {
+            self.drain_reclaims_slow();
+        }
+    }
+
+    /// Finds the leaf covering `tva`: the table holding it (with the entries above), its
+    /// index there and its value.
+    #[inline(always)]
+    fn find_leaf(&mut self, tva: usize) -> PagingResult<(Found<PTE>, usize, PTE)> {
+        let f = self.descend(tva, 0);
+        Self::leaf_in(f, tva)
+    }
+
+    /// The leaf covering `tva` in the table `f`, where a descent towards `tva` stopped.
+    #[inline(always)]
+    fn leaf_in(f: Found<PTE>, tva: usize) -> PagingResult<(Found<PTE>, usize, PTE)> {
+        let index = Self::GEO.index(tva, f.height);
+        // SAFETY: `f.ptr` is a live table at `f.height`; `index` is within its entries.
+        let pte = unsafe { read(f.ptr, index) };
+        if is_leaf(&pte, f.height) {
+            Ok((f, index, pte))
         } else {
             Err(PagingError::NotMapped)
         }
     }
 
     /// The fast path of single-page calls: when `va` is valid and lies in the last-level
-    /// table the path cache holds, records its high bits and returns its translated bits,
-    /// that table and the entry linking it.
+    /// table the path cache holds, records its high bits and returns its translated bits
+    /// and that table.
     #[inline(always)]
-    fn cached_last_level(&mut self, va: usize) -> Option<(usize, *mut PTE, *mut PTE)> {
+    fn cached_last_level(&mut self, va: usize) -> Option<(usize, Found<PTE>)> {
         let c = &self.cache;
         let mask = Self::GEO.va_mask();
         let tva = va & mask;
@@ -386,9 +496,15 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             // A cached table never lies under a borrowed root entry (`check_va` rejects
             // those before any descent, and `copy_from` drops the cache).
             if M::vaddr_is_valid(va) {
-                let (t, link) = (c.ptr, c.link);
+                let f = Found {
+                    table: c.table,
+                    ptr: c.ptr,
+                    height: 0,
+                    link: c.link,
+                    plink: c.plink,
+                };
                 self.high = va & !mask;
-                return Some((tva, t, link));
+                return Some((tva, f));
             }
         }
         None
@@ -469,20 +585,22 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         flags: MappingFlags,
     ) -> PagingResult {
         if page_size == PageSize::Size4K {
-            if let Some((tva, t, link)) = self.cached_last_level(vaddr.into()) {
+            if let Some((tva, f)) = self.cached_last_level(vaddr.into()) {
                 if tva & 0xfff != 0 {
                     return Err(PagingError::NotAligned);
                 }
                 Self::check_pa(target, 0x1000)?;
                 let index = Self::GEO.index(tva, 0);
-                // SAFETY: `t` is the live last-level table covering `tva`.
-                if !unsafe { read(t, index) }.is_unused() {
+                // SAFETY: `f.ptr` is the live last-level table covering `tva`.
+                if !unsafe { read(f.ptr, index) }.is_unused() {
                     return Err(PagingError::AlreadyMapped);
                 }
                 let pte = self.page_entry(target, flags);
                 // SAFETY: as above.
-                unsafe { write(t, index, pte) };
-                Self::adjust_count(link, 1);
+                unsafe { write(f.ptr, index, pte) };
+                if PTE::COUNTS_TABLE_ENTRIES {
+                    self.cache.delta += 1;
+                }
                 self.record(tva, 0);
                 return Ok(());
             }
@@ -508,10 +626,15 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return Err(PagingError::NotAligned);
         }
         Self::check_pa(target, page_size as usize)?;
-        let (table, th, link) = self.descend(tva, height);
+        let Found {
+            table,
+            ptr: t,
+            height: th,
+            link,
+            ..
+        } = self.descend(tva, height);
         if th == height {
             // The leaf's table exists: one slot to fill.
-            let t = table_ptr::<PTE, H>(table);
             let index = Self::GEO.index(tva, height);
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
@@ -531,7 +654,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         if th == height + 1 {
             // The most common miss: the leaf's table is missing, its parent exists.
-            let p = table_ptr::<PTE, H>(table);
+            let p = t;
             let pindex = Self::GEO.index(tva, th);
             // SAFETY: `p` is a live table at `th`; `pindex` is within its entries.
             if kind(&unsafe { read(p, pindex) }, th, self.table.invalid) == Kind::Empty {
@@ -580,11 +703,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ) -> PagingResult<PageSize> {
         self.drain_reclaims();
         let tva = self.check_va(vaddr.into())?;
-        let (t, index, height, _) = self.find_leaf(tva)?;
+        let (Found { ptr: t, height, .. }, index, old) = self.find_leaf(tva)?;
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
         Self::check_pa(paddr, size as usize)?;
-        // SAFETY: `t`/`index` locate a leaf of this table.
-        let old = unsafe { read(t, index) };
         let mut new = old;
         new.set_paddr(paddr);
         new.set_flags(flags, height > 0);
@@ -607,7 +728,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`PagingError::InvalidVirtAddr`], [`PagingError::NotMapped`] (no present leaf). On
     /// error the table is unchanged.
     pub fn protect(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
-        if let Some((tva, t, _)) = self.cached_last_level(vaddr.into()) {
+        if let Some((tva, Found { ptr: t, .. })) = self.cached_last_level(vaddr.into()) {
             let index = Self::GEO.index(tva, 0);
             // SAFETY: `t` is the live last-level table covering `tva`.
             let mut pte = unsafe { read(t, index) };
@@ -627,10 +748,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`protect`](Self::protect) without the path cache's last-level table.
     #[inline(never)]
     fn protect_slow(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
+        self.make_room();
         let tva = self.check_va(vaddr.into())?;
-        let (t, index, height, _) = self.find_leaf(tva)?;
-        // SAFETY: `t`/`index` locate a leaf of this table.
-        let mut pte = unsafe { read(t, index) };
+        let (Found { ptr: t, height, .. }, index, mut pte) = self.find_leaf(tva)?;
         if !pte.is_present() {
             return Err(PagingError::NotMapped);
         }
@@ -650,32 +770,39 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`PagingError::InvalidVirtAddr`]; [`PagingError::NotMapped`] when no present leaf
     /// covers `vaddr`. As in 0.6, a non-present reservation is removed all the same (and
     /// `NotMapped` returned): the one error after which the table has changed.
+    #[inline(always)]
     pub fn unmap(
         &mut self,
         vaddr: M::VirtAddr,
     ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
-        let (tva, t, index, height, link) = match self.cached_last_level(vaddr.into()) {
-            Some((tva, t, link)) => (tva, t, Self::GEO.index(tva, 0), 0, link),
+        let (tva, f, index, pte) = match self.cached_last_level(vaddr.into()) {
+            Some((tva, f)) => {
+                let index = Self::GEO.index(tva, 0);
+                // SAFETY: `f.ptr` is the live last-level table covering `tva`.
+                let pte = unsafe { read(f.ptr, index) };
+                if pte.is_unused() {
+                    return Err(PagingError::NotMapped);
+                }
+                (tva, f, index, pte)
+            }
             None => {
+                self.make_room();
                 let tva = self.check_va(vaddr.into())?;
-                let (t, index, height, link) = self.find_leaf(tva)?;
-                (tva, t, index, height, link)
+                // Not from the path cache: it missed, and it rarely holds a table above
+                // the last level.
+                let (f, index, pte) = Self::leaf_in(self.descend_from_root(tva, 0), tva)?;
+                (tva, f, index, pte)
             }
         };
-        // SAFETY: `t`/`index` locate a leaf of this table, or an entry of the cached
-        // last-level table.
-        let pte = unsafe { read(t, index) };
-        if pte.is_unused() {
-            return Err(PagingError::NotMapped);
-        }
+        let height = f.height;
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
-        self.clear_entry(t, index, height);
+        self.clear_entry(f.ptr, index, height);
         let base = tva & !(size as usize - 1);
         if pte.is_present() {
             self.record(base, height);
         }
         if height < Self::GEO.root_height() {
-            self.note_cleared(link, t, height, index, tva);
+            self.note_cleared(&f, index, tva);
         }
         if pte.is_present() {
             Ok((pte.paddr(), pte.flags(), size))
@@ -767,11 +894,15 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if pa.as_usize() & (size - 1) != 0 {
             return None;
         }
-        let (table, th, link) = self.descend(start, height);
+        let Found {
+            ptr: t,
+            height: th,
+            link,
+            ..
+        } = self.descend(start, height);
         if th != height {
             return None;
         }
-        let t = table_ptr::<PTE, H>(table);
         let index = geo.index(start, height);
         // SAFETY: `t` is a live table at `height`; `index` is within its entries.
         if kind(&unsafe { read(t, index) }, height, self.table.invalid) != Kind::Empty {
@@ -804,6 +935,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
         };
+        // Queued reclaims point into tables this call may unlink.
+        self.drain_reclaims();
         let mut reserve = self.reserve_splits(start, end, true)?;
         let root = self.table.root_paddr();
         self.unmap_range(root, Self::GEO.root_height(), start, end, &mut reserve);
@@ -931,6 +1064,12 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// since the last flush. Called automatically when the cursor is dropped.
     pub fn flush(&mut self) {
         self.drain_reclaims();
+        self.flush_pending();
+    }
+
+    /// Performs the recorded invalidations and frees the tables waiting for them, leaving
+    /// the reclaim queue as it is.
+    fn flush_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -1290,15 +1429,26 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// `base`): an invalidation inside its span where that is enough, otherwise a full one.
     /// Flushes at once when the queue is full.
     fn defer_table(&mut self, table: PhysAddr, base: usize, link_height: usize) {
+        if self.queue_free(table, base, link_height) {
+            self.flush();
+        }
+    }
+
+    /// [`defer_table`](Self::defer_table) without the flush: returns whether the queue of
+    /// deferred frees is full (the caller must flush before deferring another).
+    #[inline]
+    fn queue_free(&mut self, table: PhysAddr, base: usize, link_height: usize) -> bool {
+        debug_assert!(
+            self.cache.delta == 0,
+            "a count update left in the path cache"
+        );
         self.cache.valid = false;
         if M::FLUSH_BY_VA_COVERS_TABLES {
             let va = self.canonical(base);
             self.pending
                 .record_table(va, Geometry::shift(link_height) as u32);
         }
-        if self.pending.defer_free(table) {
-            self.flush();
-        }
+        self.pending.defer_free(table)
     }
 
     /// Records the invalidation of every present leaf of an unlinked subtree and queues all
@@ -1339,56 +1489,104 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
     }
 
-    /// After single-page `unmap` cleared entry `index` of the table `t` at `height` below
-    /// the root (linked by `link`): reclaims the table if that emptied it, at once where
-    /// emptiness is found by a scan, otherwise in a batch (whose items are checked again,
-    /// since a later `map` may refill the table).
+    /// After single-page `unmap` cleared entry `index` of the table `f` below the root.
+    /// Where the format keeps used-entry counts, the decrement is queued: the queue is
+    /// drained in batches (or before any call that reads counts), and a table whose count
+    /// reaches zero there is reclaimed. Otherwise emptiness is found by a scan, and the
+    /// table reclaimed at once.
     #[inline(always)]
-    fn note_cleared(
-        &mut self,
-        link: *mut PTE,
-        t: *mut PTE,
-        height: usize,
-        index: usize,
-        tva: usize,
-    ) {
-        if !PTE::COUNTS_TABLE_ENTRIES || link.is_null() {
-            if self.emptied(link, t, height, 1, index) {
-                self.reclaim_path(tva, height, false);
+    fn note_cleared(&mut self, f: &Found<PTE>, index: usize, tva: usize) {
+        if !PTE::COUNTS_TABLE_ENTRIES || f.link.is_null() {
+            if self.emptied(f.link, f.ptr, f.height, 1, index) {
+                self.reclaim_path(tva, f.height, false);
             }
             return;
         }
-        let emptied = Self::adjust_count(link, -1) == Some(0);
-        // Written every time and kept only if the table emptied: no branch on the count,
-        // which goes either way on random unmaps, so a misprediction does not throw away
-        // the next unmap's loads already in flight.
-        let r = &mut self.reclaims;
-        r.items[r.len].write((tva & !0xfff) | height);
-        r.len += usize::from(emptied);
-        if r.len == RECLAIM_BATCH {
-            self.drain_reclaims();
-        }
+        // `f` is the path cache's table (`unmap` found it there, or `descend_from_root`
+        // just put it there): see `Reclaims` for why the count is not updated here.
+        self.cache.delta -= 1;
     }
 
-    /// Reclaims the queued tables that are still empty. Runs before every operation that an
-    /// empty linked table would change (a larger page, `copy_from`) and before every flush,
-    /// so that no caller ever sees the queue: only the `table_frames` of a cursor mid-way
-    /// through single-page unmaps may count tables it has not yet unlinked.
+    /// Applies the queued count decrements and reclaims the tables they empty. Runs before
+    /// every operation that reads counts or may unlink a table (any call that leaves the
+    /// cached last-level table, `copy_from`) and before every flush, so that no caller
+    /// ever sees the queue: only the `table_frames` of a cursor mid-way through
+    /// single-page unmaps may count tables it has not yet unlinked.
     #[inline(always)]
     fn drain_reclaims(&mut self) {
-        if self.reclaims.len != 0 {
+        if self.reclaims.len != 0 || (PTE::COUNTS_TABLE_ENTRIES && self.cache.delta != 0) {
             self.drain_reclaims_slow();
         }
     }
 
     #[inline(never)]
     fn drain_reclaims_slow(&mut self) {
+        let geo = Self::GEO;
+        self.stash_delta();
         let len = core::mem::replace(&mut self.reclaims.len, 0);
-        let items = self.reclaims.items;
-        for item in &items[..len] {
-            // SAFETY: `items[..len]` were initialised by `queue_reclaim`.
-            let item = unsafe { item.assume_init() };
-            self.reclaim_path(item & !0xfff, item & 0xfff, true);
+        // Room to defer one free per item without flushing half-way: a flush frees tables,
+        // and the queued links must stay valid to the end of the loop. Flushing here frees
+        // only tables unlinked before, none of which holds a queued link (see `Reclaims`).
+        if self.pending.free_room() < len {
+            self.flush_pending();
+        }
+        let invalid = self.table.invalid;
+        let mut parents = [0usize; RECLAIM_BATCH + 1];
+        let mut nparents = 0;
+        let mut i = 0;
+        while i < len {
+            // SAFETY: `items[..len]` were initialised by `note_cleared`.
+            let item = unsafe { self.reclaims.items[i].assume_init() };
+            // Consecutive updates of one table: one write.
+            let mut delta = item.delta;
+            i += 1;
+            while i < len {
+                // SAFETY: as above.
+                let next = unsafe { self.reclaims.items[i].assume_init() };
+                if next.link != item.link {
+                    break;
+                }
+                delta += next.delta;
+                i += 1;
+            }
+            let height = item.key & 0xfff;
+            let tva = item.key & !0xfff;
+            // SAFETY: `item.link` lies in a linked table and still links the table the
+            // unmaps cleared entries of (the `Reclaims` invariant): a table is unlinked
+            // only when its count reaches zero, which happens here at its last queued
+            // decrement.
+            let mut link = unsafe { read(item.link, 0) };
+            let count = link.table_count().checked_add_signed(delta);
+            debug_assert!(
+                count.is_some(),
+                "used-entry count below the queued decrements"
+            );
+            let count = count.unwrap_or(0);
+            link.set_table_count(count);
+            let Some(table) = next_table(&link, height + 1, invalid) else {
+                debug_assert!(false, "a queued link no longer links a table");
+                continue;
+            };
+            if count != 0 || self.keeps_table(height + 1, geo.index(tva, height + 1)) {
+                // SAFETY: as above.
+                unsafe { write(item.link, 0, link) };
+                continue;
+            }
+            // SAFETY: as above.
+            unsafe { write(item.link, 0, empty_entry::<PTE>(height + 1, invalid)) };
+            self.queue_free(table, tva & !(Geometry::span(height + 1) - 1), height + 1);
+            // The parent's link lies in a table that this loop never unlinks: it links a
+            // table until now, so its count is not zero.
+            if Self::adjust_count(item.plink, -1) == Some(0) {
+                parents[nparents] = (tva & !0xfff) | (height + 1);
+                nparents += 1;
+            }
+        }
+        if self.pending.free_room() == 0 {
+            self.flush_pending();
+        }
+        for &parent in &parents[..nparents] {
+            self.reclaim_path(parent & !0xfff, parent & 0xfff, true);
         }
     }
 

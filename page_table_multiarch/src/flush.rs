@@ -150,6 +150,12 @@ impl Pending {
         self.len == 0 && !self.everything && self.nfrees == 0
     }
 
+    /// How many more frames can be deferred before the queue is full.
+    #[inline]
+    pub(crate) fn free_room(&self) -> usize {
+        MAX_FREES - self.nfrees
+    }
+
     /// Whether table frames wait for a flush.
     #[inline]
     pub(crate) fn has_frees(&self) -> bool {
@@ -209,6 +215,9 @@ impl Pending {
     /// recorded range already starts inside it.
     #[inline]
     pub(crate) fn record_table(&mut self, va: usize, shift: u32) {
+        if self.everything {
+            return;
+        }
         let span_end = va.wrapping_add(1 << shift);
         let covered = self
             .ranges()
