@@ -821,7 +821,8 @@ pub(crate) fn run(
 /// `KVM_GET_SUPPORTED_CPUID` reports it, and two calibration probes through a hand-written
 /// table: a CPL3 load of a user page in the upper half ([`KvmCaps::user_upper_half`]) and a
 /// CPL0 load through a 1 GiB page, which must agree with CPUID's Page1GB. A CPL3 load of a
-/// lower-half user page must succeed.
+/// lower-half user page must succeed. Where CPUID offers LA57, a CPL0 load through a
+/// 5-level table must translate too, or [`KvmCaps::la57`] is cleared.
 ///
 /// # Errors
 ///
@@ -905,7 +906,39 @@ fn calibrate() -> Result<KvmCaps, String> {
             gig.info, caps.pdpe1gb
         ));
     }
+    drop(vm);
+    if caps.la57 && !la57_runs(&layout, slot) {
+        // CPUID offers LA57 but a guest cannot use it (seen under nested PVM on a host
+        // that itself runs 4-level paging): the 5-level suites are skipped.
+        caps.la57 = false;
+    }
     Ok(caps)
+}
+
+/// Whether a CPL0 load through a hand-written 5-level table translates on this KVM.
+fn la57_runs(layout: &Layout, slot: u64) -> bool {
+    let config = Config::x86_64_la57();
+    let root = layout.pa(layout::POOL);
+    let [p4, pdpt, pd, pt] = core::array::from_fn(|i| root + 0x1000 * (i as u64 + 1));
+    let data = layout.pa(layout::DATA);
+    let Ok((mut vm, _)) = Vm::new(layout, &config, root, slot) else {
+        return false;
+    };
+    for t in [root, p4, pdpt, pd, pt] {
+        vm.mem.slice(t, 0x1000).fill(0);
+    }
+    vm.mem
+        .write_u64(data, retrap(layout::tag(Arch::X86_64, data), 0xCCCC_CCCC, HLT_BITS));
+    // 0x1000_0000: PML5[0] -> PML4[0] -> PDPT[0] -> PD[128] -> PT[0].
+    vm.mem.write_u64(root, p4 | 3);
+    vm.mem.write_u64(p4, pdpt | 3);
+    vm.mem.write_u64(pdpt, pd | 3);
+    vm.mem.write_u64(pd + 128 * 8, pt | 3);
+    vm.mem.write_u64(pt, data | 3);
+    vm.install(root, slot, true);
+    let dog = Watchdog::start(Duration::from_secs(5));
+    vm.access(0, false, 0x1000_0000, 0, &dog)
+        .is_ok_and(|a| a.status == status::OK && a.value == layout::tag(Arch::X86_64, data))
 }
 
 /// What a test does before using KVM: the capabilities, or `None` after printing

@@ -120,7 +120,9 @@ pub struct KvmCaps {
     /// 1 GiB pages (CPUID.80000001H:EDX.Page1GB). Without them, a PDPTE with PS set is a
     /// reserved-bit violation: every access through it raises a #PF with RSVD.
     pub pdpe1gb: bool,
-    /// 5-level paging (CPUID.(EAX=7,ECX=0):ECX.LA57).
+    /// 5-level paging: CPUID.(EAX=7,ECX=0):ECX.LA57, and a calibration load through a
+    /// hand-written 5-level table translated (under nested PVM on a 4-level host, CPUID
+    /// offers LA57 but no 5-level guest runs).
     pub la57: bool,
     /// CPUID.(EAX=7,ECX=0):EBX.SMEP.
     pub smep: bool,
