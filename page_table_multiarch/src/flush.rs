@@ -117,12 +117,12 @@ impl Pending {
     pub(crate) const fn new() -> Self {
         // The arrays stay uninitialised: a cursor that records nothing costs nothing.
         Self {
-            ranges: [MaybeUninit::uninit(); MAX_RANGES],
+            ranges: [const { MaybeUninit::uninit() }; MAX_RANGES],
             len: 0,
             pages: 0,
             everything: false,
             tables_freed: false,
-            frees: [MaybeUninit::uninit(); MAX_FREES],
+            frees: [const { MaybeUninit::uninit() }; MAX_FREES],
             nfrees: 0,
         }
     }
