@@ -243,7 +243,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             },
             template: None,
             reclaims: Reclaims {
-                items: [MaybeUninit::uninit(); RECLAIM_BATCH + 1],
+                items: [const { MaybeUninit::uninit() }; RECLAIM_BATCH + 1],
                 len: 0,
             },
             high: 0,
@@ -683,7 +683,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             max_leaf: height,
             get_paddr: |_| target,
         };
-        let (added, result) = self.map_range(table, th, tva, tva + page_size as usize, &spec);
+        let (added, result) =
+            self.map_range(table, th, tva, tva + page_size as usize, &spec, false);
         Self::adjust_count(link, added as isize);
         result.map_err(|(e, _)| e)
     }
@@ -858,7 +859,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         };
         let root = self.table.root_paddr();
         match self
-            .map_range(root, Self::GEO.root_height(), start, end, &spec)
+            .map_range(root, Self::GEO.root_height(), start, end, &spec, false)
             .1
         {
             Ok(()) => Ok(()),
@@ -1107,6 +1108,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         start: usize,
         end: usize,
         spec: &MapSpec<F>,
+        fresh: bool,
     ) -> (usize, Result<(), MapFailure>) {
         let geo = Self::GEO;
         let t = table_ptr::<PTE, H>(paddr);
@@ -1114,15 +1116,51 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return self.map_pages(t, start, end, spec, false);
         }
         let span = Geometry::span(height);
+        let fresh_leaves = |h: usize| spec.fixed.is_none() && h > 0 && h <= spec.max_leaf;
         let mut added = 0;
-        for Chunk {
-            index,
-            va,
-            base,
-            end: chunk_end,
-            whole,
-        } in geo.chunks(height, start, end)
-        {
+        let mut at = start;
+        if fresh {
+            // A new table the range covers entirely, not initialised: the leading run of
+            // leaves needs no check of its slots, and the slots after it are initialised
+            // before anything else reads them (or the table is freed on failure).
+            let (next, result) = self.map_leaf_run(t, height, at, end, spec, true);
+            added += (next - at) >> Geometry::shift(height);
+            let empty = empty_entry::<PTE>(height, self.table.invalid);
+            let first = geo.index(next, height);
+            for i in 0..(end - next) >> Geometry::shift(height) {
+                // SAFETY: `t` is the new table at `height`; `first + i` is below its 512
+                // entries, since `[next, end)` lies inside its span.
+                unsafe { write(t, first + i, empty) };
+            }
+            if let Err(failure) = result {
+                return (added, Err(failure));
+            }
+            at = next;
+        }
+        while at < end {
+            if fresh_leaves(height) {
+                // Whole free slots whose physical address is aligned: leaves in one loop.
+                let (next, result) = self.map_leaf_run(t, height, at, end, spec, false);
+                added += (next - at) >> Geometry::shift(height);
+                if let Err(failure) = result {
+                    return (added, Err(failure));
+                }
+                at = next;
+                if at >= end {
+                    break;
+                }
+            }
+            let Some(Chunk {
+                index,
+                va,
+                base,
+                end: chunk_end,
+                whole,
+            }) = geo.chunks(height, at, end).next()
+            else {
+                break;
+            };
+            at = chunk_end;
             // SAFETY: `t` is a live table at `height`; `index` is within its entries.
             let pte = unsafe { read(t, index) };
             // Whether to put a leaf in this slot, and its physical address.
@@ -1147,17 +1185,21 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                     }
                     Err(e) => (e, va),
                 },
-                (Kind::Empty, None) => match alloc_table::<M, PTE, H>(if whole && height == 1 {
-                    Init::Skip
-                } else {
-                    init_for::<PTE>(height - 1, self.table.invalid)
-                }) {
-                    // A last-level table the range fills entirely is written without being
-                    // zeroed first.
+                // A table the range covers entirely is written without being initialised
+                // first: a last-level one is filled, one that takes huge leaves has its slots
+                // after the leading run of leaves initialised by `map_range`.
+                (Kind::Empty, None) => match alloc_table::<M, PTE, H>(
+                    if whole && (height == 1 || fresh_leaves(height - 1)) {
+                        Init::Skip
+                    } else {
+                        init_for::<PTE>(height - 1, self.table.invalid)
+                    },
+                ) {
                     Ok(child) => match if whole && height == 1 {
                         self.map_pages(table_ptr::<PTE, H>(child), va, chunk_end, spec, true)
                     } else {
-                        self.map_range(child, height - 1, va, chunk_end, spec)
+                        let fresh = whole && fresh_leaves(height - 1);
+                        self.map_range(child, height - 1, va, chunk_end, spec, fresh)
                     } {
                         (used, Ok(())) => {
                             // The subtree is complete; publish it with one store.
@@ -1181,7 +1223,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 (Kind::Table(child), _) if spec.fixed.is_none() || leaf_pa.is_none() => {
                     // SAFETY: as above.
                     let link = unsafe { t.add(index) };
-                    let (used, result) = self.map_range(child, height - 1, va, chunk_end, spec);
+                    let (used, result) =
+                        self.map_range(child, height - 1, va, chunk_end, spec, false);
                     Self::adjust_count(link, used as isize);
                     match result {
                         Ok(()) => continue,
@@ -1194,6 +1237,61 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return (added, Err(failure));
         }
         (added, Ok(()))
+    }
+
+    /// `map_range`'s loop for leaves above the last level: from `at` (if aligned to the
+    /// span of an entry at `height`), fills whole free slots of the table `t` whose physical
+    /// address is aligned, with one entry template and one recorded range. Returns where it
+    /// stopped (at the first slot that needs the general path, or `end`), and a failure if
+    /// a physical address is out of range.
+    /// `fresh`: the table is new and not initialised, so its slots are known to be free.
+    #[inline]
+    fn map_leaf_run<F: Fn(usize) -> PhysAddr>(
+        &mut self,
+        t: *mut PTE,
+        height: usize,
+        at: usize,
+        end: usize,
+        spec: &MapSpec<F>,
+        fresh: bool,
+    ) -> (usize, Result<(), MapFailure>) {
+        let span = Geometry::span(height);
+        if at & (span - 1) != 0 {
+            return (at, Ok(()));
+        }
+        let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, true);
+        let invalid = self.table.invalid;
+        let mut va = at;
+        let mut result = Ok(());
+        while end - va >= span {
+            let index = Self::GEO.index(va, height);
+            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
+            if !fresh && kind(&unsafe { read(t, index) }, height, invalid) != Kind::Empty {
+                break;
+            }
+            let pa = (spec.get_paddr)(self.canonical(va));
+            if pa.as_usize() & (span - 1) != 0 {
+                break;
+            }
+            if !check_frame::<M, PTE>(pa, span, 1) {
+                result = Err((PagingError::InvalidPhysAddr, va));
+                break;
+            }
+            let mut leaf = template;
+            leaf.set_paddr(pa);
+            // SAFETY: as above.
+            unsafe { write(t, index, leaf) };
+            va += span;
+        }
+        if va > at {
+            let first = self.canonical(at);
+            self.pending.record_pages(
+                first,
+                (va - at) >> Geometry::shift(height),
+                Geometry::shift(height) as u32,
+            );
+        }
+        (va, result)
     }
 
     /// `map_range` at the last level: fills consecutive 4 KiB slots of the table `t` in one
