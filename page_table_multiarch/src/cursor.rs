@@ -577,6 +577,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// - [`PagingError::NoMemory`] / [`PagingError::BadFrame`]: no frame for a new table.
     ///
     /// On error the table is unchanged.
+    #[inline(always)]
     pub fn map(
         &mut self,
         vaddr: M::VirtAddr,
@@ -728,6 +729,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// # Errors
     /// [`PagingError::InvalidVirtAddr`], [`PagingError::NotMapped`] (no present leaf). On
     /// error the table is unchanged.
+    #[inline(always)]
     pub fn protect(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
         if let Some((tva, Found { ptr: t, .. })) = self.cached_last_level(vaddr.into()) {
             let index = Self::GEO.index(tva, 0);

@@ -230,7 +230,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64<M, PTE, H
     /// [`PagingError::InvalidVirtAddr`] if `vaddr` is not canonical for this table,
     /// [`PagingError::NotMapped`] if no present leaf maps it (a non-present reservation
     /// counts as not mapped).
-    #[inline]
+    #[inline(always)]
     pub fn query(&self, vaddr: M::VirtAddr) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
         let (pte, height) = self.leaf_of(vaddr.into())?;
         if !pte.is_present() {
