@@ -177,4 +177,18 @@ pub trait GenericPTE: fmt::Debug + Clone + Copy + Sync + Send + Sized {
     fn set_table_count(&mut self, count: usize) {
         let _ = count;
     }
+
+    /// Adds `delta` to the count stored in a table entry and returns the new count, which
+    /// the caller guarantees is within 0 to 512. Only called when
+    /// [`COUNTS_TABLE_ENTRIES`](Self::COUNTS_TABLE_ENTRIES) is true. The default goes
+    /// through [`table_count`](Self::table_count) and
+    /// [`set_table_count`](Self::set_table_count); a format whose count is a plain bit
+    /// field can add to the raw value instead, which the engine does on every
+    /// single-page unmap.
+    #[inline]
+    fn add_table_count(&mut self, delta: isize) -> usize {
+        let count = self.table_count().wrapping_add_signed(delta);
+        self.set_table_count(count);
+        count
+    }
 }

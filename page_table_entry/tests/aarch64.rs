@@ -304,3 +304,35 @@ fn no_reserved_encodings() {
     no_reserved::<page_table_entry::aarch64::El1>(false);
     no_reserved::<page_table_entry::aarch64::El2>(true);
 }
+
+/// The used-entry count of a table descriptor lives in bits 11:2, which the Arm ARM (D8.3.1,
+/// table descriptor format) defines as ignored.
+#[test]
+fn table_count_field() {
+    let mut pte = A64PTEEl1::new_table(PhysAddr::from(0x8000_3000));
+    pte.set_table_count(512);
+    assert_eq!(pte.bits(), 0x8000_3803);
+    assert_eq!(pte.table_count(), 512);
+    assert_eq!(pte.add_table_count(-1), 511);
+    assert_eq!(pte.bits(), 0x8000_37ff);
+    assert_eq!(pte.add_table_count(-511), 0);
+    assert_eq!(pte.bits(), 0x8000_3003);
+    assert_eq!(pte.add_table_count(5), 5);
+    assert_eq!(pte.bits(), 0x8000_3017);
+    // The table attributes (bits 63:59) and the address are kept whatever the count does.
+    let base = 0xf800_0000_8000_3003u64;
+    for count in 0..=512usize {
+        let mut pte = A64PTEEl1::from_raw(base);
+        pte.set_table_count(count);
+        if count < 512 {
+            let mut up = pte;
+            assert_eq!(up.add_table_count(1), count + 1);
+            assert_eq!(up.bits() as u64, base | ((count as u64 + 1) << 2));
+        }
+        if count > 0 {
+            let mut down = pte;
+            assert_eq!(down.add_table_count(-1), count - 1);
+            assert_eq!(down.bits() as u64, base | ((count as u64 - 1) << 2));
+        }
+    }
+}

@@ -188,3 +188,40 @@ fn no_reserved_encodings() {
         }
     }
 }
+
+/// The used-entry count of a table entry lives in bits 62:52, which the SDM (table 4-15)
+/// says the processor ignores in a PML4E/PDPTE/PDE that references a table.
+#[test]
+fn table_count_field() {
+    let mut pte = X64PTE::new_table(PhysAddr::from(0x12_3456_7000));
+    pte.set_table_count(512);
+    assert_eq!(pte.bits() as u64, 0x2000_0012_3456_7007);
+    assert_eq!(pte.table_count(), 512);
+    assert_eq!(pte.add_table_count(-1), 511);
+    assert_eq!(pte.bits() as u64, 0x1ff0_0012_3456_7007);
+    assert_eq!(pte.add_table_count(-511), 0);
+    assert_eq!(pte.bits() as u64, 0x0000_0012_3456_7007);
+    assert_eq!(pte.add_table_count(3), 3);
+    assert_eq!(pte.bits() as u64, 0x0030_0012_3456_7007);
+    // Bit 63 (XD) and the address are kept whatever the count does.
+    let mut pte = X64PTE::from_raw(0x8000_0012_3456_7007);
+    for count in 0..=512usize {
+        pte.set_table_count(count);
+        let mut up = pte;
+        if count < 512 {
+            assert_eq!(up.add_table_count(1), count + 1);
+            assert_eq!(
+                up.bits() as u64,
+                0x8000_0012_3456_7007 | ((count as u64 + 1) << 52)
+            );
+        }
+        let mut down = pte;
+        if count > 0 {
+            assert_eq!(down.add_table_count(-1), count - 1);
+            assert_eq!(
+                down.bits() as u64,
+                0x8000_0012_3456_7007 | ((count as u64 - 1) << 52)
+            );
+        }
+    }
+}

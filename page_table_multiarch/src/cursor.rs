@@ -10,7 +10,6 @@
 //! once and the published part of the range is unmapped again. `unmap_region` and
 //! `protect_region` reserve the frames their boundary splits need before changing anything.
 
-use core::mem::MaybeUninit;
 use core::ops::Deref;
 use core::sync::atomic::{Ordering, fence};
 
@@ -27,23 +26,37 @@ use crate::{PagingMetaData, PagingResult};
 
 /// The last table a single-page operation reached, so the next operation on a neighbouring
 /// address starts there instead of at the root.
+///
+/// Kept small: a random single-page call writes it every time, and its stores wait in the
+/// processor's store buffer behind the call's cache misses, which limits how many calls
+/// overlap.
 #[derive(Clone, Copy)]
 struct PathCache<PTE> {
-    valid: bool,
-    height: usize,
+    /// [`cache_key`] of the table (which names its height, its span and the half of the
+    /// address space it was reached in), or [`NO_KEY`] when the cache is empty.
     key: usize,
     table: PhysAddr,
     /// `table` as a pointer.
     ptr: *mut PTE,
-    /// The entry that links `table` (null for the root).
+    /// The entry that links `table` (never the root, so never null).
     link: *mut PTE,
-    /// The entry that links the table holding `link` (null when that table is the root).
-    plink: *mut PTE,
-    /// Where the format keeps used-entry counts: the change of `table`'s count that
-    /// single-page `map` and `unmap` made and that `link` does not show yet. Moved to the
-    /// queue of count updates when the cache moves on, and applied there.
+    /// Where the format keeps used-entry counts: the change of `table`'s count that the
+    /// fast paths of single-page `map` and `unmap` made and that `link` does not show yet.
+    /// Applied by [`PageTable64Cursor::settle`], which every call that may move the cache
+    /// or read counts runs first: a run of single-page calls in one last-level table
+    /// writes its count once.
     delta: isize,
 }
+
+/// The key of the table at `height` whose span holds the canonical address `va`: the bits
+/// of `va` above that span, and the height in the low 3 bits.
+#[inline(always)]
+const fn cache_key(va: usize, height: usize) -> usize {
+    ((va >> Geometry::shift(height + 1)) << 3) | height
+}
+
+/// The key of an empty path cache: no [`cache_key`] has its top bits set.
+const NO_KEY: usize = usize::MAX;
 
 /// A table found by [`PageTable64Cursor::descend`]: where it is, its height, and the two
 /// entries above it on the path.
@@ -55,44 +68,9 @@ struct Found<PTE> {
     height: usize,
     /// The entry that links `table` (null for the root).
     link: *mut PTE,
-    /// The entry that links the table holding `link` (null when that is the root).
+    /// The entry that links the table holding `link`, when the descent started at the
+    /// root (null otherwise, and when the table holding `link` is the root).
     plink: *mut PTE,
-}
-
-/// The number of queued count updates that triggers their application.
-const RECLAIM_BATCH: usize = 32;
-
-/// A change of a table's used-entry count made by single-page calls and not yet written
-/// to the entry linking the table: that entry, the entry linking the table that holds it
-/// (null when it is the root), a translated address inside the table's span with the
-/// table's height in the low 12 bits, and the change.
-#[derive(Clone, Copy)]
-struct Reclaim<PTE> {
-    link: *mut PTE,
-    plink: *mut PTE,
-    key: usize,
-    delta: isize,
-}
-
-/// Count updates of single-page `map` and `unmap`, applied together (by
-/// [`PageTable64Cursor::drain_reclaims`]), which also reclaims the tables they empty.
-///
-/// Neither call reads or writes the count in the entry linking the table: the change
-/// accumulates in the path cache and moves here when the cache moves on. A random unmap
-/// is bound by memory latency, and a read-modify-write of the count measurably slowed the
-/// stream of independent walks; here the updates run among cache hits, and the unmaps of
-/// one table cost one update.
-///
-/// Invariants: while updates wait (here or in the path cache), the counts in table
-/// entries may be stale, so every call that reads counts applies them first; and no table
-/// is unlinked except by the application itself (every call that may unlink tables
-/// applies them first), so every queued `link` and `plink` lies in a table that is still
-/// linked, and reading or writing them is sound.
-struct Reclaims<PTE> {
-    /// `items[..len]` are initialised. One slot more than the batch, for the path cache's
-    /// update moved here when the batch is applied.
-    items: [MaybeUninit<Reclaim<PTE>>; RECLAIM_BATCH + 1],
-    len: usize,
 }
 
 /// A 4 KiB leaf for one set of flags, with physical address 0, kept by the cursor so
@@ -194,7 +172,6 @@ pub struct PageTable64Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHa
     pending: Pending,
     cache: PathCache<PTE>,
     template: Option<PageTemplate<PTE>>,
-    reclaims: Reclaims<PTE>,
     /// The bits above the translated ones of the current operation's addresses (its half of
     /// the address space), so recorded invalidations use the caller's form of the address.
     high: usize,
@@ -232,20 +209,13 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             table,
             pending: Pending::new(),
             cache: PathCache {
-                valid: false,
-                height: 0,
-                key: 0,
+                key: NO_KEY,
                 table: PhysAddr::from_usize(0),
                 ptr: core::ptr::null_mut(),
                 link: core::ptr::null_mut(),
-                plink: core::ptr::null_mut(),
                 delta: 0,
             },
             template: None,
-            reclaims: Reclaims {
-                items: [const { MaybeUninit::uninit() }; RECLAIM_BATCH + 1],
-                len: 0,
-            },
             high: 0,
         }
     }
@@ -342,6 +312,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         self.pending.record(va, Geometry::shift(height) as u32);
     }
 
+    /// Records the change of the leaf at `height` covering `va`, an address in the
+    /// caller's (canonical) form.
+    #[inline(always)]
+    fn record_canonical(&mut self, va: usize, height: usize) {
+        let base = va & !(Geometry::span(height) - 1);
+        self.pending.record(base, Geometry::shift(height) as u32);
+    }
+
     // ---------------------------------------------------------------------------------
     // Descent
     // ---------------------------------------------------------------------------------
@@ -352,16 +330,16 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     #[inline(always)]
     fn descend(&mut self, tva: usize, target: usize) -> Found<PTE> {
         let c = &self.cache;
-        if !(c.valid && c.height >= target && tva >> Geometry::shift(c.height + 1) == c.key) {
+        let from = c.key & 7;
+        if !(c.key != NO_KEY && from >= target && cache_key(self.canonical(tva), from) == c.key) {
             return self.descend_from_root(tva, target);
         }
-        let from = c.height;
         let mut f = Found {
             table: c.table,
             ptr: c.ptr,
-            height: c.height,
+            height: from,
             link: c.link,
-            plink: c.plink,
+            plink: core::ptr::null_mut(),
         };
         while f.height > target {
             let Some(next) = self.step(&f, tva) else {
@@ -400,6 +378,27 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         f
     }
 
+    /// The last-level table on the path of `tva`, reached from the root (with `link` and
+    /// `plink` known), or `None` if a slot above it is empty or a huge leaf. Unlike
+    /// [`descend_from_root`](Self::descend_from_root) it leaves the path cache alone, and
+    /// every early exit leads out of the walk: a straight line for the common case.
+    #[inline(always)]
+    fn walk_to_last_level(&self, tva: usize) -> Option<Found<PTE>> {
+        let geo = Self::GEO;
+        let root = self.table.root_paddr();
+        let mut f = Found {
+            table: root,
+            ptr: table_ptr::<PTE, H>(root),
+            height: geo.root_height(),
+            link: core::ptr::null_mut(),
+            plink: core::ptr::null_mut(),
+        };
+        for _ in 0..geo.root_height() {
+            f = self.step(&f, tva)?;
+        }
+        Some(f)
+    }
+
     /// One step from the table `f` towards `tva`: the table its slot links, if it links
     /// one.
     #[inline(always)]
@@ -418,49 +417,21 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         })
     }
 
-    /// Keeps `f`, a table below the root on the path of `tva`, in the path cache.
+    /// Keeps `f`, a table below the root on the path of `tva`, in the path cache. The
+    /// cache's count change must have been applied ([`settle`](Self::settle)).
     #[inline(always)]
     fn remember(&mut self, tva: usize, f: &Found<PTE>) {
-        self.stash_delta();
+        debug_assert!(
+            self.cache.delta == 0,
+            "the path cache moves with an unapplied count change"
+        );
         self.cache = PathCache {
-            valid: true,
-            height: f.height,
-            key: tva >> Geometry::shift(f.height + 1),
+            key: cache_key(self.canonical(tva), f.height),
             table: f.table,
             ptr: f.ptr,
             link: f.link,
-            plink: f.plink,
             delta: 0,
         };
-    }
-
-    /// Moves the path cache's pending count change to the queue. Every call that may move
-    /// the cache first makes room in the queue ([`make_room`](Self::make_room)).
-    #[inline(always)]
-    fn stash_delta(&mut self) {
-        let c = &mut self.cache;
-        if PTE::COUNTS_TABLE_ENTRIES && c.delta != 0 {
-            let r = &mut self.reclaims;
-            debug_assert!(r.len <= RECLAIM_BATCH, "count update queue overflow");
-            r.items[r.len].write(Reclaim {
-                link: c.link,
-                plink: c.plink,
-                key: (c.key << Geometry::shift(c.height + 1)) | c.height,
-                delta: c.delta,
-            });
-            r.len += 1;
-            c.delta = 0;
-        }
-    }
-
-    /// Applies the queued count updates if the queue is full, so that the call about to
-    /// start can move the path cache. Only at the start of a call: applying them may unlink
-    /// tables.
-    #[inline(always)]
-    fn make_room(&mut self) {
-        if self.reclaims.len >= RECLAIM_BATCH {
-            self.drain_reclaims_slow();
-        }
     }
 
     /// Finds the leaf covering `tva`: the table holding it (with the entries above), its
@@ -485,27 +456,23 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     }
 
     /// The fast path of single-page calls: when `va` is valid and lies in the last-level
-    /// table the path cache holds, records its high bits and returns its translated bits
-    /// and that table.
+    /// table the path cache holds, returns its translated bits and that table. The caller
+    /// records invalidations with `va` itself (its canonical form), not through
+    /// [`canonical`](Self::canonical).
     #[inline(always)]
-    fn cached_last_level(&mut self, va: usize) -> Option<(usize, Found<PTE>)> {
+    fn cached_last_level(&self, va: usize) -> Option<(usize, Found<PTE>)> {
         let c = &self.cache;
-        let mask = Self::GEO.va_mask();
-        let tva = va & mask;
-        if c.valid && c.height == 0 && tva >> Geometry::shift(1) == c.key {
-            // A cached table never lies under a borrowed root entry (`check_va` rejects
-            // those before any descent, and `copy_from` drops the cache).
-            if M::vaddr_is_valid(va) {
-                let f = Found {
-                    table: c.table,
-                    ptr: c.ptr,
-                    height: 0,
-                    link: c.link,
-                    plink: c.plink,
-                };
-                self.high = va & !mask;
-                return Some((tva, f));
-            }
+        // A cached table never lies under a borrowed root entry (`check_va` rejects those
+        // before any descent, and `copy_from` empties the cache).
+        if cache_key(va, 0) == c.key && M::vaddr_is_valid(va) {
+            let f = Found {
+                table: c.table,
+                ptr: c.ptr,
+                height: 0,
+                link: c.link,
+                plink: core::ptr::null_mut(),
+            };
+            return Some((va & Self::GEO.va_mask(), f));
         }
         None
     }
@@ -535,8 +502,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         // SAFETY: `link` is a live entry of this table that links a table.
         let mut pte = unsafe { read(link, 0) };
-        let count = pte.table_count().wrapping_add_signed(delta);
-        pte.set_table_count(count);
+        let count = pte.add_table_count(delta);
         // SAFETY: as above.
         unsafe { write(link, 0, pte) };
         Some(count)
@@ -602,7 +568,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 if PTE::COUNTS_TABLE_ENTRIES {
                     self.cache.delta += 1;
                 }
-                self.record(tva, 0);
+                self.record_canonical(vaddr.into(), 0);
                 return Ok(());
             }
         }
@@ -618,7 +584,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         page_size: PageSize,
         flags: MappingFlags,
     ) -> PagingResult {
-        self.drain_reclaims();
+        self.settle();
         let height = Self::GEO
             .leaf_height(page_size)
             .ok_or(PagingError::UnsupportedPageSize)?;
@@ -703,7 +669,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         paddr: PhysAddr,
         flags: MappingFlags,
     ) -> PagingResult<PageSize> {
-        self.drain_reclaims();
+        self.settle();
         let tva = self.check_va(vaddr.into())?;
         let (Found { ptr: t, height, .. }, index, old) = self.find_leaf(tva)?;
         let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
@@ -742,7 +708,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             pte.set_flags(flags, false);
             // SAFETY: as above.
             unsafe { write(t, index, pte) };
-            self.record(tva & !0xfff, 0);
+            self.record_canonical(vaddr.into(), 0);
             return Ok(PageSize::Size4K);
         }
         self.protect_slow(vaddr, flags)
@@ -751,7 +717,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`protect`](Self::protect) without the path cache's last-level table.
     #[inline(never)]
     fn protect_slow(&mut self, vaddr: M::VirtAddr, flags: MappingFlags) -> PagingResult<PageSize> {
-        self.make_room();
+        self.settle();
         let tva = self.check_va(vaddr.into())?;
         let (Found { ptr: t, height, .. }, index, mut pte) = self.find_leaf(tva)?;
         if !pte.is_present() {
@@ -766,8 +732,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     }
 
     /// Removes the whole leaf covering `vaddr` and returns its base physical address, flags
-    /// and size. Tables left empty are unlinked (in batches, see [`reclaim`](Self::reclaim))
-    /// and freed after the next flush.
+    /// and size. Tables left empty are unlinked (the last-level table of a run of unmaps
+    /// when the run moves on, see [`reclaim`](Self::reclaim)) and freed after the next
+    /// flush.
     ///
     /// # Errors
     /// [`PagingError::InvalidVirtAddr`]; [`PagingError::NotMapped`] when no present leaf
@@ -778,39 +745,80 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         &mut self,
         vaddr: M::VirtAddr,
     ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
-        let (tva, f, index, pte) = match self.cached_last_level(vaddr.into()) {
-            Some((tva, f)) => {
-                let index = Self::GEO.index(tva, 0);
-                // SAFETY: `f.ptr` is the live last-level table covering `tva`.
-                let pte = unsafe { read(f.ptr, index) };
-                if pte.is_unused() {
-                    return Err(PagingError::NotMapped);
-                }
-                (tva, f, index, pte)
+        let va: usize = vaddr.into();
+        if let Some((tva, f)) = self.cached_last_level(va) {
+            let index = Self::GEO.index(tva, 0);
+            // SAFETY: `f.ptr` is the live last-level table covering `tva`.
+            let pte = unsafe { read(f.ptr, index) };
+            if pte.is_unused() {
+                return Err(PagingError::NotMapped);
             }
-            None => {
-                self.make_room();
-                let tva = self.check_va(vaddr.into())?;
-                // Not from the path cache: it missed, and it rarely holds a table above
-                // the last level.
-                let (f, index, pte) = Self::leaf_in(self.descend_from_root(tva, 0), tva)?;
-                (tva, f, index, pte)
-            }
+            self.clear_entry(f.ptr, index, 0);
+            self.record_unmapped(va, &pte, 0);
+            self.note_cleared(&f, index, va, true);
+            return Self::unmapped(pte, 0);
+        }
+        self.settle();
+        let tva = self.check_va(va)?;
+        // The common case in one straight descent; huge leaves and holes take the general
+        // path.
+        let Some(f) = self.walk_to_last_level(tva) else {
+            return self.unmap_general(va, tva);
         };
-        let height = f.height;
-        let size = Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
-        self.clear_entry(f.ptr, index, height);
-        let base = tva & !(size as usize - 1);
-        if pte.is_present() {
-            self.record(base, height);
+        let index = Self::GEO.index(tva, 0);
+        // SAFETY: `f.ptr` is a live last-level table covering `tva`.
+        let pte = unsafe { read(f.ptr, index) };
+        if pte.is_unused() {
+            return Err(PagingError::NotMapped);
         }
-        if height < Self::GEO.root_height() {
-            self.note_cleared(&f, index, tva);
-        }
-        if pte.is_present() {
-            Ok((pte.paddr(), pte.flags(), size))
+        self.clear_entry(f.ptr, index, 0);
+        self.record_unmapped(va, &pte, 0);
+        if PTE::COUNTS_TABLE_ENTRIES {
+            self.count_unmapped(&f, tva, pte.is_present());
         } else {
-            Err(PagingError::NotMapped)
+            self.remember(tva, &f);
+            self.note_cleared(&f, index, va, false);
+        }
+        Self::unmapped(pte, 0)
+    }
+
+    /// [`unmap`](Self::unmap) of a leaf above the last level, or of nothing.
+    #[inline(never)]
+    fn unmap_general(
+        &mut self,
+        va: usize,
+        tva: usize,
+    ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
+        let (f, index, pte) = Self::leaf_in(self.descend_from_root(tva, 0), tva)?;
+        let height = f.height;
+        Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
+        self.clear_entry(f.ptr, index, height);
+        self.record_unmapped(va, &pte, height);
+        if height < Self::GEO.root_height() {
+            self.note_cleared(&f, index, va, false);
+        }
+        Self::unmapped(pte, height)
+    }
+
+    /// Records the invalidation of `pte`, a leaf at `height` covering `va` that was just
+    /// cleared, if it was present. Before any reclaim: an invalidation inside an emptied
+    /// table's span then covers its link too.
+    #[inline(always)]
+    fn record_unmapped(&mut self, va: usize, pte: &PTE, height: usize) {
+        if pte.is_present() {
+            self.record_canonical(va, height);
+        }
+    }
+
+    /// The result of unmapping `pte`, a leaf at `height`.
+    #[inline(always)]
+    fn unmapped(pte: PTE, height: usize) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
+        if !pte.is_present() {
+            return Err(PagingError::NotMapped);
+        }
+        match Geometry::page_size(height) {
+            Some(size) => Ok((pte.paddr(), pte.flags(), size)),
+            None => Err(PagingError::MappedToHugePage),
         }
     }
 
@@ -842,7 +850,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         flags: MappingFlags,
         allow_huge: bool,
     ) -> PagingResult {
-        self.drain_reclaims();
+        self.settle();
         let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
         };
@@ -938,8 +946,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let Some((start, end)) = self.check_region(vaddr.into(), size)? else {
             return Ok(());
         };
-        // Queued reclaims point into tables this call may unlink.
-        self.drain_reclaims();
+        // The path cache's count change applies to a table this call may unlink.
+        self.settle();
         let mut reserve = self.reserve_splits(start, end, true)?;
         let root = self.table.root_paddr();
         self.unmap_range(root, Self::GEO.root_height(), start, end, &mut reserve);
@@ -1003,7 +1011,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// An empty range does nothing; an invalid one is ignored.
     #[cfg(feature = "copy-from")]
     pub fn copy_from(&mut self, other: &PageTable64<M, PTE, H>, start: M::VirtAddr, size: usize) {
-        self.drain_reclaims();
+        self.settle();
         let va: usize = start.into();
         if size == 0 {
             return;
@@ -1049,24 +1057,24 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             unsafe { write(dst, index, shared) };
             self.table.borrowed.set(index);
         }
-        self.cache.valid = false;
+        self.cache.key = NO_KEY;
         self.pending.record_all();
     }
 
-    /// Unlinks now the tables that earlier single-page [`unmap`](Self::unmap) calls left
-    /// empty, which the cursor otherwise does in batches, before any call that a linked
-    /// empty table would affect, and at the latest at the next [`flush`](Self::flush). Only
-    /// needed to inspect the table through the cursor (its
-    /// [`table_frames`](PageTable64::table_frames), say) between single-page unmaps; the
-    /// frames are freed after the next flush, as every unlinked table is.
+    /// Unlinks now the last-level table that a run of single-page [`unmap`](Self::unmap)
+    /// calls in it left empty. The cursor otherwise does so when the run moves to another
+    /// table, before any call that reads counts or may unlink tables, and at the latest at
+    /// the next [`flush`](Self::flush). Only needed to inspect the table through the cursor
+    /// (its [`table_frames`](PageTable64::table_frames), say) in the middle of such a run;
+    /// the frame is freed after the next flush, as every unlinked table is.
     pub fn reclaim(&mut self) {
-        self.drain_reclaims();
+        self.settle();
     }
 
     /// Performs the recorded TLB invalidations on this CPU, then frees the tables unlinked
     /// since the last flush. Called automatically when the cursor is dropped.
     pub fn flush(&mut self) {
-        self.drain_reclaims();
+        self.settle();
         self.flush_pending();
     }
 
@@ -1088,7 +1096,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// For the immediate API: frees deferred tables (flushing first, as they require), and
     /// otherwise leaves the invalidations to the caller's token.
     pub(crate) fn finish_immediate(&mut self, flush_now: bool) {
-        self.drain_reclaims();
+        self.settle();
         if flush_now || self.pending.has_frees() {
             self.flush();
         } else {
@@ -1542,7 +1550,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             self.cache.delta == 0,
             "a count update left in the path cache"
         );
-        self.cache.valid = false;
+        self.cache.key = NO_KEY;
         if M::FLUSH_BY_VA_COVERS_TABLES {
             let va = self.canonical(base);
             self.pending
@@ -1589,104 +1597,110 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
     }
 
-    /// After single-page `unmap` cleared entry `index` of the table `f` below the root.
-    /// Where the format keeps used-entry counts, the decrement is queued: the queue is
-    /// drained in batches (or before any call that reads counts), and a table whose count
-    /// reaches zero there is reclaimed. Otherwise emptiness is found by a scan, and the
-    /// table reclaimed at once.
+    /// After single-page `unmap` cleared entry `index` of the table `f` below the root,
+    /// for the canonical address `va`. `cached`: `f` is the path cache's last-level table,
+    /// reached by the fast path, whose count change accumulates in the cache; otherwise the
+    /// slow path reached `f` from the root, and its count is updated now. Formats without
+    /// counts scan the table. A table left empty is reclaimed.
     #[inline(always)]
-    fn note_cleared(&mut self, f: &Found<PTE>, index: usize, tva: usize) {
+    fn note_cleared(&mut self, f: &Found<PTE>, index: usize, va: usize, cached: bool) {
+        let mask = Self::GEO.va_mask();
+        let tva = va & mask;
         if !PTE::COUNTS_TABLE_ENTRIES || f.link.is_null() {
             if self.emptied(f.link, f.ptr, f.height, 1, index) {
+                self.high = va & !mask;
                 self.reclaim_path(tva, f.height, false);
             }
-            return;
+        } else if cached {
+            self.cache.delta -= 1;
+        } else if Self::adjust_count(f.link, -1) == Some(0) {
+            self.unlink_empty(f.table, f.height, f.link, f.plink, tva);
         }
-        // `f` is the path cache's table (`unmap` found it there, or `descend_from_root`
-        // just put it there): see `Reclaims` for why the count is not updated here.
-        self.cache.delta -= 1;
     }
 
-    /// Applies the queued count decrements and reclaims the tables they empty. Runs before
-    /// every operation that reads counts or may unlink a table (any call that leaves the
-    /// cached last-level table, `copy_from`) and before every flush, so that no caller
-    /// ever sees the queue: only the `table_frames` of a cursor mid-way through
-    /// single-page unmaps may count tables it has not yet unlinked.
+    /// Applies the path cache's count change to the entry linking its table, and reclaims
+    /// the table if that leaves it empty. Runs first in every call that may move the cache,
+    /// read counts or unlink tables, and before every flush, so no other code sees a
+    /// stale count.
     #[inline(always)]
-    fn drain_reclaims(&mut self) {
-        if self.reclaims.len != 0 || (PTE::COUNTS_TABLE_ENTRIES && self.cache.delta != 0) {
-            self.drain_reclaims_slow();
+    fn settle(&mut self) {
+        if PTE::COUNTS_TABLE_ENTRIES && self.cache.delta != 0 {
+            self.settle_slow();
         }
     }
 
     #[inline(never)]
-    fn drain_reclaims_slow(&mut self) {
-        let geo = Self::GEO;
-        self.stash_delta();
-        let len = core::mem::replace(&mut self.reclaims.len, 0);
-        // Room to defer one free per item without flushing half-way: a flush frees tables,
-        // and the queued links must stay valid to the end of the loop. Flushing here frees
-        // only tables unlinked before, none of which holds a queued link (see `Reclaims`).
-        if self.pending.free_room() < len {
-            self.flush_pending();
+    fn settle_slow(&mut self) {
+        let c = self.cache;
+        self.cache.delta = 0;
+        // A count change is only made through a valid cache, which holds a linked table
+        // below the root (`link` is not null).
+        if Self::adjust_count(c.link, c.delta) == Some(0) {
+            // The first address of the table's span, in the form it was reached in (the
+            // invalidations use that form).
+            let height = c.key & 7;
+            let base = (c.key >> 3) << Geometry::shift(height + 1);
+            let mask = Self::GEO.va_mask();
+            self.high = base & !mask;
+            self.reclaim_path(base & mask, height, false);
         }
-        let invalid = self.table.invalid;
-        let mut parents = [0usize; RECLAIM_BATCH + 1];
-        let mut nparents = 0;
-        let mut i = 0;
-        while i < len {
-            // SAFETY: `items[..len]` were initialised by `note_cleared`.
-            let item = unsafe { self.reclaims.items[i].assume_init() };
-            // Consecutive updates of one table: one write.
-            let mut delta = item.delta;
-            i += 1;
-            while i < len {
-                // SAFETY: as above.
-                let next = unsafe { self.reclaims.items[i].assume_init() };
-                if next.link != item.link {
-                    break;
-                }
-                delta += next.delta;
-                i += 1;
-            }
-            let height = item.key & 0xfff;
-            let tva = item.key & !0xfff;
-            // SAFETY: `item.link` lies in a linked table and still links the table the
-            // unmaps cleared entries of (the `Reclaims` invariant): a table is unlinked
-            // only when its count reaches zero, which happens here at its last queued
-            // decrement.
-            let mut link = unsafe { read(item.link, 0) };
-            let count = link.table_count().checked_add_signed(delta);
-            debug_assert!(
-                count.is_some(),
-                "used-entry count below the queued decrements"
-            );
-            let count = count.unwrap_or(0);
-            link.set_table_count(count);
-            let Some(table) = next_table(&link, height + 1, invalid) else {
-                debug_assert!(false, "a queued link no longer links a table");
-                continue;
-            };
-            if count != 0 || self.keeps_table(height + 1, geo.index(tva, height + 1)) {
-                // SAFETY: as above.
-                unsafe { write(item.link, 0, link) };
-                continue;
-            }
-            // SAFETY: as above.
-            unsafe { write(item.link, 0, empty_entry::<PTE>(height + 1, invalid)) };
-            self.queue_free(table, tva & !(Geometry::span(height + 1) - 1), height + 1);
-            // The parent's link lies in a table that this loop never unlinks: it links a
-            // table until now, so its count is not zero.
-            if Self::adjust_count(item.plink, -1) == Some(0) {
-                parents[nparents] = (tva & !0xfff) | (height + 1);
-                nparents += 1;
-            }
+    }
+
+    /// The slow path of single-page `unmap` cleared a leaf of the last-level table `f`,
+    /// reached from the root: decrements the table's count and, if that empties it,
+    /// unlinks it and queues it for freeing after the flush; otherwise keeps it in the path
+    /// cache for the next call.
+    ///
+    /// Unlinking here has less to do than [`unlink_empty`](Self::unlink_empty): when the
+    /// leaf was present, its recorded invalidation lies in the table's span, which is all a
+    /// per-address flush needs to drop the cached link, and the path cache, which missed,
+    /// cannot hold the table. (A branch-free form, which rewrote the link, the free queue
+    /// and the parent's count whether or not the table emptied, ran slower on random
+    /// unmaps: the extra stores cost more than the mispredictions they avoid.)
+    #[inline(always)]
+    fn count_unmapped(&mut self, f: &Found<PTE>, tva: usize, present: bool) {
+        if Self::adjust_count(f.link, -1) != Some(0) {
+            return self.remember(tva, f);
         }
-        if self.pending.free_room() == 0 {
-            self.flush_pending();
+        if !present || self.keeps_table(1, Self::GEO.index(tva, 1)) {
+            return self.unlink_empty(f.table, 0, f.link, f.plink, tva);
         }
-        for &parent in &parents[..nparents] {
-            self.reclaim_path(parent & !0xfff, parent & 0xfff, true);
+        // SAFETY: `f.link` is the live entry linking `f.table`.
+        unsafe { write(f.link, 0, empty_entry::<PTE>(1, self.table.invalid)) };
+        if self.pending.defer_free(f.table) {
+            self.flush();
+        }
+        // `f.plink` lies in a table that is still linked (or is null for the root).
+        if Self::adjust_count(f.plink, -1) == Some(0) {
+            self.reclaim_path(tva, 1, false);
+        }
+    }
+
+    /// The table at `table`, at `height` on the path of `tva` below the root, linked by the
+    /// entry `link` that the entry `plink` links in turn (null when `link` lies in the
+    /// root), has no used entry left (its count says so): unlinks it, unless it tops a
+    /// subtree lent with `copy_from`, queues it for freeing after the flush, and reclaims
+    /// the ancestors that this leaves empty. Arguments by value: a reference would make
+    /// every caller store them, taken or not.
+    #[inline(never)]
+    fn unlink_empty(
+        &mut self,
+        table: PhysAddr,
+        height: usize,
+        link: *mut PTE,
+        plink: *mut PTE,
+        tva: usize,
+    ) {
+        let up = height + 1;
+        if self.keeps_table(up, Self::GEO.index(tva, up)) {
+            return;
+        }
+        // SAFETY: `link` is the live entry linking `table`.
+        unsafe { write(link, 0, empty_entry::<PTE>(up, self.table.invalid)) };
+        self.defer_table(table, tva & !(Geometry::span(up) - 1), up);
+        // `plink` lies in a table that is still linked (or is null for the root).
+        if Self::adjust_count(plink, -1) == Some(0) {
+            self.reclaim_path(tva, up, false);
         }
     }
 

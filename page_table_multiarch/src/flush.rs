@@ -53,7 +53,8 @@ impl FlushBatch<'_> {
         self.tables_freed
     }
 
-    /// The number of per-page invalidations the ranges stand for.
+    /// The number of per-page invalidations the ranges stand for (changes recorded once
+    /// [`everything`](Self::everything) was owed are not counted).
     pub fn pages(&self) -> usize {
         self.pages
     }
@@ -107,7 +108,6 @@ pub(crate) struct Pending {
     len: usize,
     pages: usize,
     everything: bool,
-    tables_freed: bool,
     /// `frees[..nfrees]` are initialised.
     frees: [MaybeUninit<PhysAddr>; MAX_FREES],
     nfrees: usize,
@@ -121,7 +121,6 @@ impl Pending {
             len: 0,
             pages: 0,
             everything: false,
-            tables_freed: false,
             frees: [const { MaybeUninit::uninit() }; MAX_FREES],
             nfrees: 0,
         }
@@ -140,7 +139,6 @@ impl Pending {
         self.len = 0;
         self.pages = 0;
         self.everything = false;
-        self.tables_freed = false;
         self.nfrees = 0;
     }
 
@@ -148,12 +146,6 @@ impl Pending {
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0 && !self.everything && self.nfrees == 0
-    }
-
-    /// How many more frames can be deferred before the queue is full.
-    #[inline]
-    pub(crate) fn free_room(&self) -> usize {
-        MAX_FREES - self.nfrees
     }
 
     /// Whether table frames wait for a flush.
@@ -165,10 +157,11 @@ impl Pending {
     /// Records that the translation of `[va, va + (1 << shift))` changed (`va` canonical).
     #[inline(always)]
     pub(crate) fn record(&mut self, va: usize, shift: u32) {
-        self.pages += 1;
+        // Once a full flush is owed, nothing more is counted (or stored).
         if self.everything {
             return;
         }
+        self.pages += 1;
         let end = va.wrapping_add(1 << shift);
         if self.len > 0 {
             // SAFETY: `ranges[len - 1]` is initialised.
@@ -200,6 +193,9 @@ impl Pending {
     /// from `va` changed.
     #[inline]
     pub(crate) fn record_pages(&mut self, va: usize, count: usize, shift: u32) {
+        if self.everything {
+            return;
+        }
         self.pages += count - 1;
         self.record(va, shift);
         if !self.everything && count > 1 {
@@ -241,7 +237,6 @@ impl Pending {
     pub(crate) fn defer_free(&mut self, frame: PhysAddr) -> bool {
         self.frees[self.nfrees].write(frame);
         self.nfrees += 1;
-        self.tables_freed = true;
         self.nfrees == MAX_FREES
     }
 
@@ -254,7 +249,7 @@ impl Pending {
         invalidator.invalidate(&FlushBatch {
             ranges: self.ranges(),
             everything: self.everything,
-            tables_freed: self.tables_freed,
+            tables_freed: self.nfrees != 0,
             pages: self.pages,
         });
         for frame in &self.frees[..self.nfrees] {

@@ -435,6 +435,14 @@ impl<R: Regime> GenericPTE for A64PTEOf<R> {
         self.0 = (self.0 & !(0x3ff << 2)) | (((count as u64) & 0x3ff) << 2);
     }
 
+    #[inline]
+    fn add_table_count(&mut self, delta: isize) -> usize {
+        // The field is bits 11:2; a result within 0..=1023 neither carries nor borrows out
+        // of it, so the add leaves every other bit alone.
+        self.0 = self.0.wrapping_add((delta as i64 as u64) << 2);
+        self.table_count()
+    }
+
     const PA_BITS: usize = 48;
 }
 

@@ -310,6 +310,16 @@ impl GenericPTE for X64PTE {
             | (((count as u64) << Self::TABLE_COUNT_SHIFT) & Self::TABLE_COUNT_MASK);
     }
 
+    #[inline]
+    fn add_table_count(&mut self, delta: isize) -> usize {
+        // The field is bits 62:52; a result within 0..=2047 neither carries nor borrows
+        // out of it, so the add leaves every other bit alone.
+        self.0 = self
+            .0
+            .wrapping_add((delta as i64 as u64) << Self::TABLE_COUNT_SHIFT);
+        self.table_count()
+    }
+
     const PA_BITS: usize = 52;
 }
 
