@@ -927,8 +927,10 @@ fn la57_runs(layout: &Layout, slot: u64) -> bool {
     for t in [root, p4, pdpt, pd, pt] {
         vm.mem.slice(t, 0x1000).fill(0);
     }
-    vm.mem
-        .write_u64(data, retrap(layout::tag(Arch::X86_64, data), 0xCCCC_CCCC, HLT_BITS));
+    vm.mem.write_u64(
+        data,
+        retrap(layout::tag(Arch::X86_64, data), 0xCCCC_CCCC, HLT_BITS),
+    );
     // 0x1000_0000: PML5[0] -> PML4[0] -> PDPT[0] -> PD[128] -> PT[0].
     vm.mem.write_u64(root, p4 | 3);
     vm.mem.write_u64(p4, pdpt | 3);
