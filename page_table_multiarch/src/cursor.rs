@@ -831,7 +831,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// With `allow_huge`, each step uses the largest page the geometry allows whose virtual
     /// address, physical address and remaining length are aligned to it; otherwise 4 KiB
     /// pages. `get_paddr` is called once per page (and once more for each larger size
-    /// considered). `size == 0` does nothing.
+    /// considered, and for the pages of a new last-level table in which it returned an
+    /// invalid address, to find the first). `size == 0` does nothing.
     ///
     /// # Errors
     /// [`PagingError::NotAligned`] (`vaddr`/`size` not 4 KiB aligned, or a physical address
@@ -1315,6 +1316,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         spec: &MapSpec<F>,
         fresh: bool,
     ) -> (usize, Result<(), MapFailure>) {
+        if fresh {
+            return self.fill_pages(t, start, end, spec);
+        }
         let first = Self::GEO.index(start, 0);
         let count = (end - start) >> Geometry::shift(0);
         let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, false);
@@ -1345,6 +1349,53 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 .record_pages(va, done, Geometry::shift(0) as u32);
         }
         (done, result)
+    }
+
+    /// [`map_pages`](Self::map_pages) into a new last-level table that no walker can reach
+    /// yet: the slots need no check, and the physical addresses are checked without a
+    /// branch per page (a bad one is looked for after the loop), so the loop is a few
+    /// instructions per entry. On failure the caller frees the table, so the slots written
+    /// past the bad address do not matter.
+    fn fill_pages<F: Fn(usize) -> PhysAddr>(
+        &mut self,
+        t: *mut PTE,
+        start: usize,
+        end: usize,
+        spec: &MapSpec<F>,
+    ) -> (usize, Result<(), MapFailure>) {
+        let first = Self::GEO.index(start, 0);
+        let count = (end - start) >> Geometry::shift(0);
+        let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, false);
+        let high = self.high;
+        let page = Geometry::span(0);
+        // Every address ORed together: alignment and width are checked once, after the
+        // loop. An aligned address cannot overflow when its page's last byte is formed.
+        let mut bits = 0;
+        let mut valid = true;
+        for k in 0..count {
+            let pa = (spec.get_paddr)((start + k * page) | high).as_usize();
+            bits |= pa;
+            valid &= M::paddr_is_valid(pa | (page - 1));
+            let mut pte = template;
+            pte.set_paddr(PhysAddr::from_usize(pa));
+            // SAFETY: `t` is a new, unpublished last-level table this cursor owns, and
+            // `first + k` is below its 512 entries since `[start, end)` lies inside its
+            // span.
+            unsafe { write(t, first + k, pte) };
+        }
+        let wide = PTE::PA_BITS < usize::BITS as usize && bits >> PTE::PA_BITS != 0;
+        if !valid || wide || bits & (page - 1) != 0 {
+            // The first bad address, and the error `map_pages` would give.
+            for k in 0..count {
+                let va = start + k * page;
+                if let Err(e) = Self::check_pa((spec.get_paddr)(va | high), page) {
+                    return (k, Err((e, va)));
+                }
+            }
+        }
+        self.pending
+            .record_pages(start | high, count, Geometry::shift(0) as u32);
+        (count, Ok(()))
     }
 
     /// Removes every leaf in `[start, end)` inside the table at `paddr` (height `height`).
@@ -1564,6 +1615,23 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     fn defer_subtree(&mut self, table: PhysAddr, height: usize, base: usize) {
         let t = table_ptr::<PTE, H>(table);
         let span = Geometry::span(height);
+        if height == 0 {
+            // Only leaves: one recorded range per run of present pages.
+            let mut run = 0;
+            for index in 0..ENTRIES {
+                // SAFETY: `t` is an unlinked, still intact last-level table.
+                if unsafe { read(t, index) }.is_present() {
+                    run += 1;
+                } else if run > 0 {
+                    self.record_pages(base + (index - run) * span, run);
+                    run = 0;
+                }
+            }
+            if run > 0 {
+                self.record_pages(base + (ENTRIES - run) * span, run);
+            }
+            return self.defer_table(table, base, 1);
+        }
         for index in 0..ENTRIES {
             // SAFETY: `t` is an unlinked, still intact table at `height`.
             let pte = unsafe { read(t, index) };
