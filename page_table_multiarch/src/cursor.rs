@@ -35,10 +35,9 @@ struct PathCache<PTE> {
     /// [`cache_key`] of the table (which names its height, its span and the half of the
     /// address space it was reached in), or [`NO_KEY`] when the cache is empty.
     key: usize,
-    table: PhysAddr,
-    /// `table` as a pointer.
+    /// The table, as a pointer (its physical address is in `link`).
     ptr: *mut PTE,
-    /// The entry that links `table` (never the root, so never null).
+    /// The entry that links the table (never the root, so never null).
     link: *mut PTE,
     /// Where the format keeps used-entry counts: the change of `table`'s count that the
     /// fast paths of single-page `map` and `unmap` made and that `link` does not show yet.
@@ -62,6 +61,8 @@ const NO_KEY: usize = usize::MAX;
 /// entries above it on the path.
 #[derive(Clone, Copy)]
 struct Found<PTE> {
+    /// The table's physical address (0 in the one handed to the fast paths by
+    /// [`PageTable64Cursor::cached_last_level`], which never need it).
     table: PhysAddr,
     /// `table` as a pointer.
     ptr: *mut PTE,
@@ -210,7 +211,6 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             pending: Pending::new(),
             cache: PathCache {
                 key: NO_KEY,
-                table: PhysAddr::from_usize(0),
                 ptr: core::ptr::null_mut(),
                 link: core::ptr::null_mut(),
                 delta: 0,
@@ -335,7 +335,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return self.descend_from_root(tva, target);
         }
         let mut f = Found {
-            table: c.table,
+            // SAFETY: a filled cache's `link` is a live entry linking its table.
+            table: unsafe { read(c.link, 0) }.paddr(),
             ptr: c.ptr,
             height: from,
             link: c.link,
@@ -399,6 +400,28 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         Some(f)
     }
 
+    /// The walk from the root towards `tva`: the last-level table on its path, or the
+    /// deepest table reached whose slot is not a table. Leaves the path cache alone.
+    #[inline(always)]
+    fn walk_from_root(&self, tva: usize) -> Result<Found<PTE>, Found<PTE>> {
+        let geo = Self::GEO;
+        let root = self.table.root_paddr();
+        let mut f = Found {
+            table: root,
+            ptr: table_ptr::<PTE, H>(root),
+            height: geo.root_height(),
+            link: core::ptr::null_mut(),
+            plink: core::ptr::null_mut(),
+        };
+        for _ in 0..geo.root_height() {
+            match self.step(&f, tva) {
+                Some(next) => f = next,
+                None => return Err(f),
+            }
+        }
+        Ok(f)
+    }
+
     /// One step from the table `f` towards `tva`: the table its slot links, if it links
     /// one.
     #[inline(always)]
@@ -418,20 +441,17 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     }
 
     /// Keeps `f`, a table below the root on the path of `tva`, in the path cache. The
-    /// cache's count change must have been applied ([`settle`](Self::settle)).
+    /// cache's count change must have been applied ([`settle`](Self::settle)), so it is
+    /// zero and stays so.
     #[inline(always)]
     fn remember(&mut self, tva: usize, f: &Found<PTE>) {
         debug_assert!(
             self.cache.delta == 0,
             "the path cache moves with an unapplied count change"
         );
-        self.cache = PathCache {
-            key: cache_key(self.canonical(tva), f.height),
-            table: f.table,
-            ptr: f.ptr,
-            link: f.link,
-            delta: 0,
-        };
+        self.cache.key = cache_key(self.canonical(tva), f.height);
+        self.cache.ptr = f.ptr;
+        self.cache.link = f.link;
     }
 
     /// Finds the leaf covering `tva`: the table holding it (with the entries above), its
@@ -466,7 +486,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         // before any descent, and `copy_from` empties the cache).
         if cache_key(va, 0) == c.key && M::vaddr_is_valid(va) {
             let f = Found {
-                table: c.table,
+                // Not needed by the fast paths; the walks read it from `link`.
+                table: PhysAddr::from_usize(0),
                 ptr: c.ptr,
                 height: 0,
                 link: c.link,
@@ -571,8 +592,66 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 self.record_canonical(vaddr.into(), 0);
                 return Ok(());
             }
+            return self.map_page_slow(vaddr, target, flags);
         }
         self.map_slow(vaddr, target, page_size, flags)
+    }
+
+    /// [`map`](Self::map) of a 4 KiB page outside the path cache's last-level table: one
+    /// walk from the root, then the slot filled, or the missing last-level table created
+    /// with the leaf in it. Anything else goes to [`map_slow`](Self::map_slow).
+    #[inline(never)]
+    fn map_page_slow(
+        &mut self,
+        vaddr: M::VirtAddr,
+        target: PhysAddr,
+        flags: MappingFlags,
+    ) -> PagingResult {
+        self.settle();
+        let tva = self.check_va(vaddr.into())?;
+        if tva & 0xfff != 0 {
+            return Err(PagingError::NotAligned);
+        }
+        Self::check_pa(target, 0x1000)?;
+        let geo = Self::GEO;
+        match self.walk_from_root(tva) {
+            Ok(f) => {
+                let index = geo.index(tva, 0);
+                // SAFETY: `f.ptr` is a live last-level table covering `tva`.
+                if !unsafe { read(f.ptr, index) }.is_unused() {
+                    return Err(PagingError::AlreadyMapped);
+                }
+                let pte = self.page_entry(target, flags);
+                // SAFETY: as above.
+                unsafe { write(f.ptr, index, pte) };
+                Self::adjust_count(f.link, 1);
+                self.remember(tva, &f);
+            }
+            Err(p) if p.height == 1 => {
+                let pindex = geo.index(tva, 1);
+                // SAFETY: `p.ptr` is a live table at height 1; `pindex` is within it.
+                if kind(&unsafe { read(p.ptr, pindex) }, 1, self.table.invalid) != Kind::Empty {
+                    return self.map_slow(vaddr, target, PageSize::Size4K, flags);
+                }
+                let child = alloc_table::<M, PTE, H>(init_for::<PTE>(0, self.table.invalid))?;
+                let c = table_ptr::<PTE, H>(child);
+                let pte = self.page_entry(target, flags);
+                // SAFETY: `c` is the new last-level table, not yet published.
+                unsafe { write(c, geo.index(tva, 0), pte) };
+                let mut link = PTE::new_table(child);
+                link.set_table_count(1);
+                fence(Ordering::Release);
+                // SAFETY: as above.
+                unsafe { write(p.ptr, pindex, link) };
+                Self::adjust_count(p.link, 1);
+                // Not kept in the path cache: stores after zeroing a table wait for the
+                // zeroing to reach the cache, and a run of maps picks the table up at its
+                // next page anyway.
+            }
+            Err(_) => return self.map_slow(vaddr, target, PageSize::Size4K, flags),
+        }
+        self.record(tva, 0);
+        Ok(())
     }
 
     /// [`map`](Self::map) without the path cache's last-level table.
