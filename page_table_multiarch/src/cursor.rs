@@ -1159,18 +1159,17 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     }
 
     /// Performs the recorded invalidations and frees the tables waiting for them, leaving
-    /// the reclaim queue as it is.
+    /// the path cache's count change as it is.
     fn flush_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let mut local = LocalFlush;
-        let invalidator: &mut dyn TlbInvalidate<M> = match &mut self.invalidator {
-            Some(custom) => &mut **custom,
-            None => &mut local,
-        };
-        self.pending
-            .flush::<M>(invalidator, |frame| H::dealloc_frame(frame));
+        let free = |frame| H::dealloc_frame(frame);
+        match &mut self.invalidator {
+            Some(custom) => self.pending.flush::<M, _>(&mut **custom, free),
+            // Static dispatch: the default invalidation inlines.
+            None => self.pending.flush::<M, _>(&mut LocalFlush, free),
+        }
     }
 
     /// For the immediate API: frees deferred tables (flushing first, as they require), and

@@ -77,6 +77,7 @@ pub trait TlbInvalidate<M: PagingMetaData> {
 pub struct LocalFlush;
 
 impl<M: PagingMetaData> TlbInvalidate<M> for LocalFlush {
+    #[inline]
     fn invalidate(&mut self, batch: &FlushBatch<'_>) {
         if batch.everything()
             || batch.pages() > M::FLUSH_THRESHOLD
@@ -241,9 +242,9 @@ impl Pending {
     }
 
     /// Hands the batch to `invalidator`, then every deferred frame to `free`.
-    pub(crate) fn flush<M: PagingMetaData>(
+    pub(crate) fn flush<M: PagingMetaData, I: TlbInvalidate<M> + ?Sized>(
         &mut self,
-        invalidator: &mut dyn TlbInvalidate<M>,
+        invalidator: &mut I,
         mut free: impl FnMut(PhysAddr),
     ) {
         invalidator.invalidate(&FlushBatch {
