@@ -64,7 +64,7 @@ impl Sim {
             assert!(!ptr.is_null(), "cannot reserve simulated physical memory");
             (ptr as usize).next_multiple_of(FRAME)
         });
-        assert!(base > PA_BASE, "host allocation below the physical base");
+        //PROBE assert!(base > PA_BASE, "host allocation below the physical base");
         HOST_BASE.store(base, Relaxed);
         if FREE_STACK.load(Relaxed).is_null() {
             let stack = vec![0usize; MEM_SIZE / FRAME].leak();
