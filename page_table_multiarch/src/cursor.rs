@@ -261,13 +261,19 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         Ok(Some((start, tlast + 1)))
     }
 
-    /// Checks that `[pa, pa + size)` is aligned to `size` and addressable.
+    /// Checks that `[pa, pa + size)` (`size` a power of two) is aligned to `size` and
+    /// addressable.
     #[inline]
     fn check_pa(pa: PhysAddr, size: usize) -> PagingResult {
-        if pa.as_usize() & (size - 1) != 0 {
+        let pa = pa.as_usize();
+        if pa & (size - 1) != 0 {
             return Err(PagingError::NotAligned);
         }
-        if !check_frame::<M, PTE>(pa, size, 1) {
+        // Aligned, so the last byte's address cannot overflow.
+        let last = pa | (size - 1);
+        if !M::paddr_is_valid(last)
+            || (PTE::PA_BITS < usize::BITS as usize && last >> PTE::PA_BITS != 0)
+        {
             return Err(PagingError::InvalidPhysAddr);
         }
         Ok(())
@@ -401,9 +407,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     }
 
     /// The walk from the root towards `tva`: the last-level table on its path, or the
-    /// deepest table reached whose slot is not a table. Leaves the path cache alone.
+    /// deepest table reached whose slot is not a table, with that slot's value. Leaves the
+    /// path cache alone.
     #[inline(always)]
-    fn walk_from_root(&self, tva: usize) -> Result<Found<PTE>, Found<PTE>> {
+    fn walk_from_root(&self, tva: usize) -> Result<Found<PTE>, (Found<PTE>, PTE)> {
         let geo = Self::GEO;
         let root = self.table.root_paddr();
         let mut f = Found {
@@ -414,10 +421,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             plink: core::ptr::null_mut(),
         };
         for _ in 0..geo.root_height() {
-            match self.step(&f, tva) {
-                Some(next) => f = next,
-                None => return Err(f),
-            }
+            let index = geo.index(tva, f.height);
+            // SAFETY: `f.ptr` is a live table at `f.height`; `index` is within its entries.
+            let pte = unsafe { read(f.ptr, index) };
+            let Some(next) = next_table(&pte, f.height, self.table.invalid) else {
+                return Err((f, pte));
+            };
+            f = Found {
+                table: next,
+                ptr: table_ptr::<PTE, H>(next),
+                height: f.height - 1,
+                // SAFETY: as above.
+                link: unsafe { f.ptr.add(index) },
+                plink: f.link,
+            };
         }
         Ok(f)
     }
@@ -627,13 +644,21 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 Self::adjust_count(f.link, 1);
                 self.remember(tva, &f);
             }
-            Err(p) if p.height == 1 => {
+            Err((p, slot)) if p.height == 1 => {
                 let pindex = geo.index(tva, 1);
-                // SAFETY: `p.ptr` is a live table at height 1; `pindex` is within it.
-                if kind(&unsafe { read(p.ptr, pindex) }, 1, self.table.invalid) != Kind::Empty {
+                if kind(&slot, 1, self.table.invalid) != Kind::Empty {
                     return self.map_slow(vaddr, target, PageSize::Size4K, flags);
                 }
-                let child = alloc_table::<M, PTE, H>(init_for::<PTE>(0, self.table.invalid))?;
+                // The parent's count first: stores after the zeroing of the new table wait
+                // for it to complete.
+                Self::adjust_count(p.link, 1);
+                let child = match alloc_table::<M, PTE, H>(init_for::<PTE>(0, self.table.invalid)) {
+                    Ok(child) => child,
+                    Err(e) => {
+                        Self::adjust_count(p.link, -1);
+                        return Err(e);
+                    }
+                };
                 let c = table_ptr::<PTE, H>(child);
                 let pte = self.page_entry(target, flags);
                 // SAFETY: `c` is the new last-level table, not yet published.
@@ -643,7 +668,6 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 fence(Ordering::Release);
                 // SAFETY: as above.
                 unsafe { write(p.ptr, pindex, link) };
-                Self::adjust_count(p.link, 1);
                 // Not kept in the path cache: stores after zeroing a table wait for the
                 // zeroing to reach the cache, and a run of maps picks the table up at its
                 // next page anyway.
