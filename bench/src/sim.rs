@@ -64,7 +64,6 @@ impl Sim {
             assert!(!ptr.is_null(), "cannot reserve simulated physical memory");
             (ptr as usize).next_multiple_of(FRAME)
         });
-        //PROBE assert!(base > PA_BASE, "host allocation below the physical base");
         HOST_BASE.store(base, Relaxed);
         if FREE_STACK.load(Relaxed).is_null() {
             let stack = vec![0usize; MEM_SIZE / FRAME].leak();
@@ -96,8 +95,14 @@ impl Sim {
 
     /// The host address standing for physical address `PA_BASE - offset`: what the x86_64
     /// crate's `OffsetPageTable` adds to a physical address.
+    ///
+    /// # Panics
+    /// If the host allocation lies below `PA_BASE` (as under Valgrind, whose allocations are
+    /// low): the offset would be negative. Only the x86_64 crate's rounds need it.
     pub fn phys_offset(&self) -> u64 {
-        (HOST_BASE.load(Relaxed) - PA_BASE) as u64
+        let base = HOST_BASE.load(Relaxed);
+        assert!(base > PA_BASE, "host allocation below the physical base");
+        (base - PA_BASE) as u64
     }
 }
 
