@@ -224,15 +224,23 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     // Input validation
     // ---------------------------------------------------------------------------------
 
-    /// Checks `va` and returns its translated bits.
+    /// Checks `va`, records its high bits for [`canonical`](Self::canonical) and returns
+    /// its translated bits.
     #[inline]
     fn check_va(&mut self, va: usize) -> PagingResult<usize> {
+        let tva = self.translate_va(va)?;
+        self.high = va & !Self::GEO.va_mask();
+        Ok(tva)
+    }
+
+    /// [`check_va`](Self::check_va) without recording the high bits, for a caller that
+    /// records with `va` itself.
+    #[inline(always)]
+    fn translate_va(&self, va: usize) -> PagingResult<usize> {
         if !M::vaddr_is_valid(va) {
             return Err(PagingError::InvalidVirtAddr);
         }
-        let mask = Self::GEO.va_mask();
-        self.high = va & !mask;
-        let tva = va & mask;
+        let tva = va & Self::GEO.va_mask();
         self.check_not_borrowed(tva, tva + 1)?;
         Ok(tva)
     }
@@ -462,11 +470,17 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// zero and stays so.
     #[inline(always)]
     fn remember(&mut self, tva: usize, f: &Found<PTE>) {
+        self.remember_canonical(self.canonical(tva), f);
+    }
+
+    /// [`remember`](Self::remember) with the canonical form `va` of the address.
+    #[inline(always)]
+    fn remember_canonical(&mut self, va: usize, f: &Found<PTE>) {
         debug_assert!(
             self.cache.delta == 0,
             "the path cache moves with an unapplied count change"
         );
-        self.cache.key = cache_key(self.canonical(tva), f.height);
+        self.cache.key = cache_key(va, f.height);
         self.cache.ptr = f.ptr;
         self.cache.link = f.link;
     }
@@ -625,7 +639,8 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         flags: MappingFlags,
     ) -> PagingResult {
         self.settle();
-        let tva = self.check_va(vaddr.into())?;
+        let va: usize = vaddr.into();
+        let tva = self.translate_va(va)?;
         if tva & 0xfff != 0 {
             return Err(PagingError::NotAligned);
         }
@@ -642,7 +657,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
                 // SAFETY: as above.
                 unsafe { write(f.ptr, index, pte) };
                 Self::adjust_count(f.link, 1);
-                self.remember(tva, &f);
+                self.remember_canonical(va, &f);
             }
             Err((p, slot)) if p.height == 1 => {
                 let pindex = geo.index(tva, 1);
@@ -674,7 +689,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             }
             Err(_) => return self.map_slow(vaddr, target, PageSize::Size4K, flags),
         }
-        self.record(tva, 0);
+        self.record_canonical(va, 0);
         Ok(())
     }
 
@@ -862,7 +877,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             return Self::unmapped(pte, 0);
         }
         self.settle();
-        let tva = self.check_va(va)?;
+        // The invalidations and the path cache take `va` itself; the rare paths that go
+        // through `canonical` record the high bits first.
+        let tva = self.translate_va(va)?;
         // The common case in one straight descent; huge leaves and holes take the general
         // path.
         let Some(f) = self.walk_to_last_level(tva) else {
@@ -877,9 +894,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         self.clear_entry(f.ptr, index, 0);
         self.record_unmapped(va, &pte, 0);
         if PTE::COUNTS_TABLE_ENTRIES {
-            self.count_unmapped(&f, tva, pte.is_present());
+            self.count_unmapped(&f, va, pte.is_present());
         } else {
-            self.remember(tva, &f);
+            self.remember_canonical(va, &f);
             self.note_cleared(&f, index, va, false);
         }
         Self::unmapped(pte, 0)
@@ -892,6 +909,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         va: usize,
         tva: usize,
     ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
+        self.high = va & !Self::GEO.va_mask();
         let (f, index, pte) = Self::leaf_in(self.descend_from_root(tva, 0), tva)?;
         let height = f.height;
         Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
@@ -1828,11 +1846,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// and the parent's count whether or not the table emptied, ran slower on random
     /// unmaps: the extra stores cost more than the mispredictions they avoid.)
     #[inline(always)]
-    fn count_unmapped(&mut self, f: &Found<PTE>, tva: usize, present: bool) {
+    fn count_unmapped(&mut self, f: &Found<PTE>, va: usize, present: bool) {
         if Self::adjust_count(f.link, -1) != Some(0) {
-            return self.remember(tva, f);
+            return self.remember_canonical(va, f);
         }
+        let mask = Self::GEO.va_mask();
+        let tva = va & mask;
         if !present || self.keeps_table(1, Self::GEO.index(tva, 1)) {
+            self.high = va & !mask;
             return self.unlink_empty(f.table, 0, f.link, f.plink, tva);
         }
         // SAFETY: `f.link` is the live entry linking `f.table`.
@@ -1842,6 +1863,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         // `f.plink` lies in a table that is still linked (or is null for the root).
         if Self::adjust_count(f.plink, -1) == Some(0) {
+            self.high = va & !mask;
             self.reclaim_path(tva, 1, false);
         }
     }

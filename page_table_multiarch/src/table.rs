@@ -458,7 +458,7 @@ pub(crate) fn check_table_frame<M: PagingMetaData, PTE: GenericPTE>(paddr: PhysA
 }
 
 /// Allocates one 4 KiB table frame, initialised as `init` says.
-#[inline]
+#[inline(always)]
 pub(crate) fn alloc_table<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>(
     init: Init<PTE>,
 ) -> PagingResult<PhysAddr> {
