@@ -20,8 +20,8 @@ pub mod sim;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-/// W5: the number of times the region is mapped in a round, each time on a fresh table
-/// (one call takes a couple of microseconds: alone, it would measure a cold start).
+/// W5 and W5g: the number of times the workload runs in a round, each time on a fresh
+/// table (one run takes a couple of microseconds: alone, it would measure a cold start).
 pub const W5_REPEATS: usize = 16;
 
 /// W5g: the number of 1 GiB regions mapped (consecutive, under one root entry), one call
@@ -178,7 +178,7 @@ impl Work {
         match self {
             Work::W1Map | Work::W2Query | Work::W3Protect | Work::W4Unmap => cfg.pages,
             Work::W5Huge2M => W5_REPEATS * (cfg.region >> 21),
-            Work::W5Huge1G => GIB_CALLS,
+            Work::W5Huge1G => W5_REPEATS * GIB_CALLS,
             Work::W6Map | Work::W6Protect | Work::W6Unmap => cfg.region >> 12,
             Work::W7Map | Work::W7Query | Work::W7Unmap => cfg.random_pages,
         }
