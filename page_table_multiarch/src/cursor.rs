@@ -1027,15 +1027,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if pa.as_usize() & (size - 1) != 0 {
             return None;
         }
-        let Found {
-            ptr: t,
-            height: th,
-            link,
-            ..
-        } = self.descend(start, height);
-        if th != height {
-            return None;
+        // A walk from the root that leaves the path cache alone: a cursor that maps one
+        // region rarely touches the same table again.
+        let root = self.table.root_paddr();
+        let mut f = Found {
+            table: root,
+            ptr: table_ptr::<PTE, H>(root),
+            height: geo.root_height(),
+            link: core::ptr::null_mut(),
+            plink: core::ptr::null_mut(),
+        };
+        while f.height > height {
+            f = self.step(&f, start)?;
         }
+        let (t, link) = (f.ptr, f.link);
         let index = geo.index(start, height);
         // SAFETY: `t` is a live table at `height`; `index` is within its entries.
         if kind(&unsafe { read(t, index) }, height, self.table.invalid) != Kind::Empty {
