@@ -1852,16 +1852,23 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// unmaps: the extra stores cost more than the mispredictions they avoid.)
     #[inline(always)]
     fn count_unmapped(&mut self, f: &Found<PTE>, va: usize, present: bool) {
-        if Self::adjust_count(f.link, -1) != Some(0) {
+        // SAFETY: `f.link` is the live entry linking `f.table`.
+        let mut link = unsafe { read(f.link, 0) };
+        if link.add_table_count(-1) != 0 {
+            // SAFETY: as above.
+            unsafe { write(f.link, 0, link) };
             return self.remember_canonical(va, f);
         }
         let mask = Self::GEO.va_mask();
         let tva = va & mask;
         if !present || self.keeps_table(1, Self::GEO.index(tva, 1)) {
+            // SAFETY: as above.
+            unsafe { write(f.link, 0, link) };
             self.high = va & !mask;
             return self.unlink_empty(f.table, 0, f.link, f.plink, tva);
         }
-        // SAFETY: `f.link` is the live entry linking `f.table`.
+        // One store: the link goes straight from its last count to empty.
+        // SAFETY: as above.
         unsafe { write(f.link, 0, empty_entry::<PTE>(1, self.table.invalid)) };
         if self.pending.defer_free(f.table) {
             self.flush();
