@@ -357,7 +357,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             plink: core::ptr::null_mut(),
         };
         while f.height > target {
-            let Some(next) = self.step(&f, tva) else {
+            let Ok(next) = self.step(&f, tva) else {
                 break;
             };
             f = next;
@@ -372,17 +372,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     #[inline(always)]
     fn descend_from_root(&mut self, tva: usize, target: usize) -> Found<PTE> {
         let geo = Self::GEO;
-        let root = self.table.root_paddr();
-        let mut f = Found {
-            table: root,
-            ptr: table_ptr::<PTE, H>(root),
-            height: geo.root_height(),
-            link: core::ptr::null_mut(),
-            plink: core::ptr::null_mut(),
-        };
+        let mut f = self.root();
         // Constant bounds: the walk unrolls per level.
         for _ in (target + 1..=geo.root_height()).rev() {
-            let Some(next) = self.step(&f, tva) else {
+            let Ok(next) = self.step(&f, tva) else {
                 break;
             };
             f = next;
@@ -393,69 +386,44 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         f
     }
 
-    /// The last-level table on the path of `tva`, reached from the root (with `link` and
-    /// `plink` known), or `None` if a slot above it is empty or a huge leaf. Unlike
-    /// [`descend_from_root`](Self::descend_from_root) it leaves the path cache alone, and
-    /// every early exit leads out of the walk: a straight line for the common case.
+    /// The root, as the start of a walk.
     #[inline(always)]
-    fn walk_to_last_level(&self, tva: usize) -> Option<Found<PTE>> {
-        let geo = Self::GEO;
+    fn root(&self) -> Found<PTE> {
         let root = self.table.root_paddr();
-        let mut f = Found {
+        Found {
             table: root,
             ptr: table_ptr::<PTE, H>(root),
-            height: geo.root_height(),
+            height: Self::GEO.root_height(),
             link: core::ptr::null_mut(),
             plink: core::ptr::null_mut(),
-        };
-        for _ in 0..geo.root_height() {
-            f = self.step(&f, tva)?;
         }
-        Some(f)
     }
 
-    /// The walk from the root towards `tva`: the last-level table on its path, or the
-    /// deepest table reached whose slot is not a table, with that slot's value. Leaves the
-    /// path cache alone.
+    /// The walk from the root towards `tva`: the last-level table on its path (with `link`
+    /// and `plink` known), or the deepest table reached whose slot is not a table, with
+    /// that slot's value. Unlike [`descend_from_root`](Self::descend_from_root) it leaves
+    /// the path cache alone, and every early exit leads out of the walk: a straight line
+    /// for the common case.
     #[inline(always)]
     fn walk_from_root(&self, tva: usize) -> Result<Found<PTE>, (Found<PTE>, PTE)> {
-        let geo = Self::GEO;
-        let root = self.table.root_paddr();
-        let mut f = Found {
-            table: root,
-            ptr: table_ptr::<PTE, H>(root),
-            height: geo.root_height(),
-            link: core::ptr::null_mut(),
-            plink: core::ptr::null_mut(),
-        };
-        for _ in 0..geo.root_height() {
-            let index = geo.index(tva, f.height);
-            // SAFETY: `f.ptr` is a live table at `f.height`; `index` is within its entries.
-            let pte = unsafe { read(f.ptr, index) };
-            let Some(next) = next_table(&pte, f.height, self.table.invalid) else {
-                return Err((f, pte));
-            };
-            f = Found {
-                table: next,
-                ptr: table_ptr::<PTE, H>(next),
-                height: f.height - 1,
-                // SAFETY: as above.
-                link: unsafe { f.ptr.add(index) },
-                plink: f.link,
-            };
+        let mut f = self.root();
+        for _ in 0..Self::GEO.root_height() {
+            f = self.step(&f, tva).map_err(|slot| (f, slot))?;
         }
         Ok(f)
     }
 
-    /// One step from the table `f` towards `tva`: the table its slot links, if it links
-    /// one.
+    /// One step from the table `f` towards `tva`: the table its slot links, or the slot's
+    /// value if it links none.
     #[inline(always)]
-    fn step(&self, f: &Found<PTE>, tva: usize) -> Option<Found<PTE>> {
+    fn step(&self, f: &Found<PTE>, tva: usize) -> Result<Found<PTE>, PTE> {
         let index = Self::GEO.index(tva, f.height);
         // SAFETY: `f.ptr` is a live table at `f.height`; `index` is within its entries.
         let pte = unsafe { read(f.ptr, index) };
-        let next = next_table(&pte, f.height, self.table.invalid)?;
-        Some(Found {
+        let Some(next) = next_table(&pte, f.height, self.table.invalid) else {
+            return Err(pte);
+        };
+        Ok(Found {
             table: next,
             ptr: table_ptr::<PTE, H>(next),
             height: f.height - 1,
@@ -882,7 +850,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let tva = self.translate_va(va)?;
         // The common case in one straight descent; huge leaves and holes take the general
         // path.
-        let Some(f) = self.walk_to_last_level(tva) else {
+        let Ok(f) = self.walk_from_root(tva) else {
             return self.unmap_general(va, tva);
         };
         let index = Self::GEO.index(tva, 0);
@@ -1029,16 +997,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         // A walk from the root that leaves the path cache alone: a cursor that maps one
         // region rarely touches the same table again.
-        let root = self.table.root_paddr();
-        let mut f = Found {
-            table: root,
-            ptr: table_ptr::<PTE, H>(root),
-            height: geo.root_height(),
-            link: core::ptr::null_mut(),
-            plink: core::ptr::null_mut(),
-        };
+        let mut f = self.root();
         while f.height > height {
-            f = self.step(&f, start)?;
+            f = self.step(&f, start).ok()?;
         }
         let (t, link) = (f.ptr, f.link);
         let index = geo.index(start, height);
