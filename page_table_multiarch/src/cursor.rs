@@ -833,14 +833,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
         let va: usize = vaddr.into();
         if let Some((tva, f)) = self.cached_last_level(va) {
-            let index = Self::GEO.index(tva, 0);
-            // SAFETY: `f.ptr` is the live last-level table covering `tva`.
-            let pte = unsafe { read(f.ptr, index) };
-            if pte.is_unused() {
-                return Err(PagingError::NotMapped);
-            }
-            self.clear_entry(f.ptr, index, 0);
-            self.record_unmapped(va, &pte, 0);
+            let (index, pte) = self.clear_page(&f, tva, va)?;
             self.note_cleared(&f, index, va, true);
             return Self::unmapped(pte, 0);
         }
@@ -853,6 +846,21 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let Ok(f) = self.walk_from_root(tva) else {
             return self.unmap_general(va, tva);
         };
+        let (index, pte) = self.clear_page(&f, tva, va)?;
+        if PTE::COUNTS_TABLE_ENTRIES {
+            self.count_unmapped(&f, va, pte.is_present());
+        } else {
+            self.remember_canonical(va, &f);
+            self.note_cleared(&f, index, va, false);
+        }
+        Self::unmapped(pte, 0)
+    }
+
+    /// Clears the 4 KiB leaf covering `tva` (canonical form `va`) in the last-level table
+    /// `f` and records its invalidation; returns its index and old value, or `NotMapped`
+    /// (with nothing changed) if the slot is unused.
+    #[inline(always)]
+    fn clear_page(&mut self, f: &Found<PTE>, tva: usize, va: usize) -> PagingResult<(usize, PTE)> {
         let index = Self::GEO.index(tva, 0);
         // SAFETY: `f.ptr` is a live last-level table covering `tva`.
         let pte = unsafe { read(f.ptr, index) };
@@ -861,13 +869,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         self.clear_entry(f.ptr, index, 0);
         self.record_unmapped(va, &pte, 0);
-        if PTE::COUNTS_TABLE_ENTRIES {
-            self.count_unmapped(&f, va, pte.is_present());
-        } else {
-            self.remember_canonical(va, &f);
-            self.note_cleared(&f, index, va, false);
-        }
-        Self::unmapped(pte, 0)
+        Ok((index, pte))
     }
 
     /// [`unmap`](Self::unmap) of a leaf above the last level, or of nothing.
