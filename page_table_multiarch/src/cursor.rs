@@ -39,7 +39,7 @@ struct PathCache<PTE> {
     ptr: *mut PTE,
     /// The entry that links the table (never the root, so never null).
     link: *mut PTE,
-    /// Where the format keeps used-entry counts: the change of `table`'s count that the
+    /// Where the format keeps used-entry counts: the change of the table's count that the
     /// fast paths of single-page `map` and `unmap` made and that `link` does not show yet.
     /// Applied by [`PageTable64Cursor::settle`], which every call that may move the cache
     /// or read counts runs first: a run of single-page calls in one last-level table
