@@ -843,8 +843,9 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let tva = self.translate_va(va)?;
         // The common case in one straight descent; huge leaves and holes take the general
         // path.
-        let Ok(f) = self.walk_from_root(tva) else {
-            return self.unmap_general(va, tva);
+        let f = match self.walk_from_root(tva) {
+            Ok(f) => f,
+            Err((f, slot)) => return self.unmap_above(va, tva, f, slot),
         };
         let (index, pte) = self.clear_page(&f, tva, va)?;
         if PTE::COUNTS_TABLE_ENTRIES {
@@ -872,16 +873,23 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         Ok((index, pte))
     }
 
-    /// [`unmap`](Self::unmap) of a leaf above the last level, or of nothing.
+    /// [`unmap`](Self::unmap) where the walk from the root stopped above the last level, at
+    /// the table `f` (reached from the root) whose slot for `tva` holds `pte`: a huge leaf,
+    /// or nothing.
     #[inline(never)]
-    fn unmap_general(
+    fn unmap_above(
         &mut self,
         va: usize,
         tva: usize,
+        f: Found<PTE>,
+        pte: PTE,
     ) -> PagingResult<(PhysAddr, MappingFlags, PageSize)> {
+        if !is_leaf(&pte, f.height) {
+            return Err(PagingError::NotMapped);
+        }
         self.high = va & !Self::GEO.va_mask();
-        let (f, index, pte) = Self::leaf_in(self.descend_from_root(tva, 0), tva)?;
         let height = f.height;
+        let index = Self::GEO.index(tva, height);
         Geometry::page_size(height).ok_or(PagingError::MappedToHugePage)?;
         self.clear_entry(f.ptr, index, height);
         self.record_unmapped(va, &pte, height);
