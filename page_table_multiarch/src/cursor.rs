@@ -18,8 +18,8 @@ use memory_addr::PhysAddr;
 use crate::flush::{LocalFlush, Pending, TlbInvalidate};
 use crate::geometry::{Chunk, ENTRIES, Geometry, MAX_LEVELS};
 use crate::table::{
-    Init, Kind, alloc_table, check_frame, check_table_frame, empty_entry, free_tree, init_for,
-    is_leaf, kind, next_table, read, table_ptr, write,
+    Init, Kind, alloc_table, check_table_frame, empty_entry, free_tree, init_for, is_leaf, kind,
+    next_table, read, table_ptr, write,
 };
 use crate::{GenericPTE, MappingFlags, PageSize, PageTable64, PagingError, PagingHandler};
 use crate::{PagingMetaData, PagingResult};
@@ -277,14 +277,20 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if pa & (size - 1) != 0 {
             return Err(PagingError::NotAligned);
         }
-        // Aligned, so the last byte's address cannot overflow.
-        let last = pa | (size - 1);
-        if !M::paddr_is_valid(last)
-            || (PTE::PA_BITS < usize::BITS as usize && last >> PTE::PA_BITS != 0)
-        {
+        if !Self::aligned_pa_addressable(pa, size) {
             return Err(PagingError::InvalidPhysAddr);
         }
         Ok(())
+    }
+
+    /// Whether `[pa, pa + size)`, with `pa` aligned to `size` (a power of two), is within
+    /// what the metadata and the entry format can address. Aligned, so the last byte's
+    /// address cannot overflow.
+    #[inline(always)]
+    fn aligned_pa_addressable(pa: usize, size: usize) -> bool {
+        let last = pa | (size - 1);
+        M::paddr_is_valid(last)
+            && (PTE::PA_BITS >= usize::BITS as usize || last >> PTE::PA_BITS == 0)
     }
 
     #[cfg(feature = "copy-from")]
@@ -399,15 +405,15 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
     }
 
-    /// The walk from the root towards `tva`: the last-level table on its path (with `link`
-    /// and `plink` known), or the deepest table reached whose slot is not a table, with
-    /// that slot's value. Unlike [`descend_from_root`](Self::descend_from_root) it leaves
-    /// the path cache alone, and every early exit leads out of the walk: a straight line
-    /// for the common case.
+    /// The walk from the root towards `tva`: the table at height `target` on its path
+    /// (with `link` and `plink` known), or the deepest table reached whose slot is not a
+    /// table, with that slot's value. Unlike [`descend_from_root`](Self::descend_from_root)
+    /// it leaves the path cache alone, and every early exit leads out of the walk: a
+    /// straight line for the common case (unrolled for a constant `target`).
     #[inline(always)]
-    fn walk_from_root(&self, tva: usize) -> Result<Found<PTE>, (Found<PTE>, PTE)> {
+    fn walk_from_root(&self, tva: usize, target: usize) -> Result<Found<PTE>, (Found<PTE>, PTE)> {
         let mut f = self.root();
-        for _ in 0..Self::GEO.root_height() {
+        for _ in target..Self::GEO.root_height() {
             f = self.step(&f, tva).map_err(|slot| (f, slot))?;
         }
         Ok(f)
@@ -596,9 +602,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         self.map_slow(vaddr, target, page_size, flags)
     }
 
-    /// [`map`](Self::map) of a 4 KiB page outside the path cache's last-level table: one
-    /// walk from the root, then the slot filled, or the missing last-level table created
-    /// with the leaf in it. Anything else goes to [`map_slow`](Self::map_slow).
+    /// [`map`](Self::map) of a 4 KiB page outside the path cache's last-level table.
     #[inline(never)]
     fn map_page_slow(
         &mut self,
@@ -606,62 +610,10 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         target: PhysAddr,
         flags: MappingFlags,
     ) -> PagingResult {
-        self.settle();
-        let va: usize = vaddr.into();
-        let tva = self.translate_va(va)?;
-        if tva & 0xfff != 0 {
-            return Err(PagingError::NotAligned);
-        }
-        Self::check_pa(target, 0x1000)?;
-        let geo = Self::GEO;
-        match self.walk_from_root(tva) {
-            Ok(f) => {
-                let index = geo.index(tva, 0);
-                // SAFETY: `f.ptr` is a live last-level table covering `tva`.
-                if !unsafe { read(f.ptr, index) }.is_unused() {
-                    return Err(PagingError::AlreadyMapped);
-                }
-                let pte = self.page_entry(target, flags);
-                // SAFETY: as above.
-                unsafe { write(f.ptr, index, pte) };
-                Self::adjust_count(f.link, 1);
-                self.remember_canonical(va, &f);
-            }
-            Err((p, slot)) if p.height == 1 => {
-                let pindex = geo.index(tva, 1);
-                if kind(&slot, 1, self.table.invalid) != Kind::Empty {
-                    return self.map_slow(vaddr, target, PageSize::Size4K, flags);
-                }
-                // The parent's count first: stores after the zeroing of the new table wait
-                // for it to complete.
-                Self::adjust_count(p.link, 1);
-                let child = match alloc_table::<M, PTE, H>(init_for::<PTE>(0, self.table.invalid)) {
-                    Ok(child) => child,
-                    Err(e) => {
-                        Self::adjust_count(p.link, -1);
-                        return Err(e);
-                    }
-                };
-                let c = table_ptr::<PTE, H>(child);
-                let pte = self.page_entry(target, flags);
-                // SAFETY: `c` is the new last-level table, not yet published.
-                unsafe { write(c, geo.index(tva, 0), pte) };
-                let mut link = PTE::new_table(child);
-                link.set_table_count(1);
-                fence(Ordering::Release);
-                // SAFETY: as above.
-                unsafe { write(p.ptr, pindex, link) };
-                // Not kept in the path cache: stores after zeroing a table wait for the
-                // zeroing to reach the cache, and a run of maps picks the table up at its
-                // next page anyway.
-            }
-            Err(_) => return self.map_slow(vaddr, target, PageSize::Size4K, flags),
-        }
-        self.record_canonical(va, 0);
-        Ok(())
+        self.map_leaf(vaddr.into(), target, 0, flags)
     }
 
-    /// [`map`](Self::map) without the path cache's last-level table.
+    /// [`map`](Self::map) of a huge page (or of an unsupported size).
     #[inline(never)]
     fn map_slow(
         &mut self,
@@ -670,76 +622,100 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         page_size: PageSize,
         flags: MappingFlags,
     ) -> PagingResult {
-        self.settle();
         let height = Self::GEO
             .leaf_height(page_size)
             .ok_or(PagingError::UnsupportedPageSize)?;
-        let tva = self.check_va(vaddr.into())?;
-        if !page_size.is_aligned(tva) {
+        self.map_leaf(vaddr.into(), target, height, flags)
+    }
+
+    /// Maps one leaf at `height` for `va` outside the path cache's last-level table: one
+    /// walk from the root, then the slot filled, or the missing table at `height` created
+    /// with the leaf in it; anything else (several tables missing, a huge leaf in the way)
+    /// through the range engine. Inlined into its two callers, so the 4 KiB walk unrolls.
+    #[inline(always)]
+    fn map_leaf(
+        &mut self,
+        va: usize,
+        target: PhysAddr,
+        height: usize,
+        flags: MappingFlags,
+    ) -> PagingResult {
+        self.settle();
+        let tva = self.translate_va(va)?;
+        let size = Geometry::span(height);
+        if tva & (size - 1) != 0 {
             return Err(PagingError::NotAligned);
         }
-        Self::check_pa(target, page_size as usize)?;
-        let Found {
-            table,
-            ptr: t,
-            height: th,
-            link,
-            ..
-        } = self.descend(tva, height);
-        if th == height {
-            // The leaf's table exists: one slot to fill.
-            let index = Self::GEO.index(tva, height);
-            // SAFETY: `t` is a live table at `height`; `index` is within its entries.
-            let pte = unsafe { read(t, index) };
-            if kind(&pte, height, self.table.invalid) != Kind::Empty {
-                return Err(PagingError::AlreadyMapped);
-            }
-            let pte = if height == 0 {
-                self.page_entry(target, flags)
-            } else {
-                PTE::new_page(target, flags, true)
-            };
-            // SAFETY: as above.
-            unsafe { write(t, index, pte) };
-            Self::adjust_count(link, 1);
-            self.record(tva, height);
-            return Ok(());
-        }
-        if th == height + 1 {
-            // The most common miss: the leaf's table is missing, its parent exists.
-            let p = t;
-            let pindex = Self::GEO.index(tva, th);
-            // SAFETY: `p` is a live table at `th`; `pindex` is within its entries.
-            if kind(&unsafe { read(p, pindex) }, th, self.table.invalid) == Kind::Empty {
-                let child = alloc_table::<M, PTE, H>(init_for::<PTE>(height, self.table.invalid))?;
-                let c = table_ptr::<PTE, H>(child);
-                let pte = if height == 0 {
-                    self.page_entry(target, flags)
-                } else {
-                    PTE::new_page(target, flags, true)
-                };
-                // SAFETY: `c` is the new table at `height`, not yet published.
-                unsafe { write(c, Self::GEO.index(tva, height), pte) };
-                let mut new_link = PTE::new_table(child);
-                new_link.set_table_count(1);
-                fence(Ordering::Release);
+        Self::check_pa(target, size)?;
+        let geo = Self::GEO;
+        let index = geo.index(tva, height);
+        match self.walk_from_root(tva, height) {
+            Ok(f) => {
+                // SAFETY: `f.ptr` is a live table at `height` covering `tva`.
+                if kind(&unsafe { read(f.ptr, index) }, height, self.table.invalid) != Kind::Empty {
+                    return Err(PagingError::AlreadyMapped);
+                }
+                let pte = self.leaf_entry(target, flags, height);
                 // SAFETY: as above.
-                unsafe { write(p, pindex, new_link) };
-                Self::adjust_count(link, 1);
-                self.record(tva, height);
-                return Ok(());
+                unsafe { write(f.ptr, index, pte) };
+                Self::adjust_count(f.link, 1);
+                self.remember_canonical(va, &f);
+            }
+            Err((p, slot))
+                if p.height == height + 1
+                    && kind(&slot, p.height, self.table.invalid) == Kind::Empty =>
+            {
+                // The parent's count first: stores after the zeroing of the new table wait
+                // for it to complete.
+                Self::adjust_count(p.link, 1);
+                let init = init_for::<PTE>(height, self.table.invalid);
+                let child = match alloc_table::<M, PTE, H>(init) {
+                    Ok(child) => child,
+                    Err(e) => {
+                        Self::adjust_count(p.link, -1);
+                        return Err(e);
+                    }
+                };
+                let c = table_ptr::<PTE, H>(child);
+                let pte = self.leaf_entry(target, flags, height);
+                // SAFETY: `c` is the new table at `height`, not yet published.
+                unsafe { write(c, index, pte) };
+                let mut link = PTE::new_table(child);
+                link.set_table_count(1);
+                fence(Ordering::Release);
+                // SAFETY: `p.ptr` is a live table at `height + 1` covering `tva`.
+                unsafe { write(p.ptr, geo.index(tva, p.height), link) };
+                // Not kept in the path cache: stores after zeroing a table wait for the
+                // zeroing to reach the cache, and a run of maps picks the table up at its
+                // next page anyway.
+            }
+            Err((p, _)) => {
+                // Several tables missing, or a leaf in the way: the range engine decides.
+                self.high = va & !geo.va_mask();
+                let spec = MapSpec {
+                    flags,
+                    fixed: Some(height),
+                    max_leaf: height,
+                    get_paddr: |_| target,
+                };
+                let (added, result) =
+                    self.map_range(p.table, p.height, tva, tva + size, &spec, false);
+                Self::adjust_count(p.link, added as isize);
+                return result.map_err(|(e, _)| e);
             }
         }
-        let spec = MapSpec {
-            flags,
-            fixed: Some(height),
-            max_leaf: height,
-            get_paddr: |_| target,
-        };
-        let (added, result) =
-            self.map_range(table, th, tva, tva + page_size as usize, &spec, false);
-        Self::adjust_count(link, added as isize);
-        result.map_err(|(e, _)| e)
+        self.record_canonical(va, height);
+        Ok(())
+    }
+
+    /// A leaf at `height` mapping `paddr` with `flags` (4 KiB ones from the template).
+    #[inline(always)]
+    fn leaf_entry(&mut self, paddr: PhysAddr, flags: MappingFlags, height: usize) -> PTE {
+        if height == 0 {
+            self.page_entry(paddr, flags)
+        } else {
+            PTE::new_page(paddr, flags, true)
+        }
     }
 
     /// Changes the physical address and flags of the leaf covering `vaddr` (present or a
@@ -843,7 +819,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let tva = self.translate_va(va)?;
         // The common case in one straight descent; huge leaves and holes take the general
         // path.
-        let f = match self.walk_from_root(tva) {
+        let f = match self.walk_from_root(tva, 0) {
             Ok(f) => f,
             Err((f, slot)) => return self.unmap_above(va, tva, f, slot),
         };
@@ -1007,10 +983,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         }
         // A walk from the root that leaves the path cache alone: a cursor that maps one
         // region rarely touches the same table again.
-        let mut f = self.root();
-        while f.height > height {
-            f = self.step(&f, start).ok()?;
-        }
+        let f = self.walk_from_root(start, height).ok()?;
         let (t, link) = (f.ptr, f.link);
         let index = geo.index(start, height);
         // SAFETY: `t` is a live table at `height`; `index` is within its entries.
@@ -1020,11 +993,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if let Err(e) = Self::check_pa(pa, size) {
             return Some(Err(e));
         }
-        let pte = if height == 0 {
-            self.page_entry(pa, flags)
-        } else {
-            PTE::new_page(pa, flags, true)
-        };
+        let pte = self.leaf_entry(pa, flags, height);
         // SAFETY: as above.
         unsafe { write(t, index, pte) };
         Self::adjust_count(link, 1);
@@ -1380,7 +1349,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             if pa.as_usize() & (span - 1) != 0 {
                 break;
             }
-            if !check_frame::<M, PTE>(pa, span, 1) {
+            if !Self::aligned_pa_addressable(pa.as_usize(), span) {
                 result = Err((PagingError::InvalidPhysAddr, va));
                 break;
             }
@@ -1464,14 +1433,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         let template = PTE::new_page(PhysAddr::from_usize(0), spec.flags, false);
         let high = self.high;
         let page = Geometry::span(0);
-        // Every address ORed together: alignment and width are checked once, after the
-        // loop. An aligned address cannot overflow when its page's last byte is formed.
+        // Every address ORed together: alignment is checked once, after the loop, and the
+        // rest as if every address were aligned (a misaligned one fails anyway).
         let mut bits = 0;
         let mut valid = true;
         for k in 0..count {
             let pa = (spec.get_paddr)((start + k * page) | high).as_usize();
             bits |= pa;
-            valid &= M::paddr_is_valid(pa | (page - 1));
+            valid &= Self::aligned_pa_addressable(pa, page);
             let mut pte = template;
             pte.set_paddr(PhysAddr::from_usize(pa));
             // SAFETY: `t` is a new, unpublished last-level table this cursor owns, and
@@ -1479,8 +1448,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             // span.
             unsafe { write(t, first + k, pte) };
         }
-        let wide = PTE::PA_BITS < usize::BITS as usize && bits >> PTE::PA_BITS != 0;
-        if !valid || wide || bits & (page - 1) != 0 {
+        if !valid || bits & (page - 1) != 0 {
             // The first bad address, and the error `map_pages` would give.
             for k in 0..count {
                 let va = start + k * page;
