@@ -386,9 +386,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             };
             f = next;
         }
-        if f.height < geo.root_height() {
-            self.remember(tva, &f);
-        }
+        self.remember(tva, &f);
         f
     }
 
@@ -439,7 +437,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         })
     }
 
-    /// Keeps `f`, a table below the root on the path of `tva`, in the path cache. The
+    /// Keeps `f`, a table on the path of `tva`, in the path cache. The
     /// cache's count change must have been applied ([`settle`](Self::settle)), so it is
     /// zero and stays so.
     #[inline(always)]
@@ -447,9 +445,14 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         self.remember_canonical(self.canonical(tva), f);
     }
 
-    /// [`remember`](Self::remember) with the canonical form `va` of the address.
+    /// [`remember`](Self::remember) with the canonical form `va` of the address. The root
+    /// is never kept (the cache needs the entry linking its table): a walk that ends there
+    /// leaves the cache as it is.
     #[inline(always)]
     fn remember_canonical(&mut self, va: usize, f: &Found<PTE>) {
+        if f.height >= Self::GEO.root_height() {
+            return;
+        }
         debug_assert!(
             self.cache.delta == 0,
             "the path cache moves with an unapplied count change"

@@ -1,6 +1,7 @@
-//! Tables emptied by single-page `unmap` are unlinked in batches: the batch never reclaims a
-//! table that was refilled or replaced in the meantime, never delays a call that an empty
-//! linked table would change, and is done by the next flush at the latest.
+//! Tables emptied by single-page `unmap` are unlinked when a run of unmaps leaves them (at
+//! once when the unmap missed the cursor's path cache): never a table that was refilled or
+//! replaced in the meantime, never later than a call that an empty linked table would
+//! change, and by the next flush at the latest. The path cache itself never holds the root.
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_multiarch::{MappingFlags as F, PageSize, x86_64::X64PageTable};
@@ -44,7 +45,8 @@ fn many_emptied_tables_in_one_cursor() {
     for i in 0..40 {
         c.unmap(VirtAddr::from(0x4000_0000 + i * M2)).unwrap();
     }
-    // Some are still queued; `reclaim` unlinks them, and the emptied PD and PDPT with them.
+    // The last may still be held by the path cache; `reclaim` unlinks it, and the emptied
+    // PD and PDPT with it.
     c.reclaim();
     assert_eq!(c.table_frames(), 1);
     // Nothing is freed before the flush.
@@ -143,8 +145,9 @@ fn cascading_reclaims_of_a_full_queue() {
     }
     assert_eq!(t.table_frames(), 1 + 1 + 2 * 100);
     let mut c = t.cursor();
-    // The first 40 alone (more than one batch of count updates, each emptying two
-    // tables); the others interleaved with refills of every third page, whose tables stay.
+    // The first 40 alone (each emptying two tables, more than the 32 frees that wait for
+    // a flush at a time); the others interleaved with refills of every third page, whose
+    // tables stay.
     let refilled = |i: usize| i >= 40 && i % 3 == 0;
     for i in 0..100 {
         c.unmap(VirtAddr::from(base + i * G1)).unwrap();
@@ -165,4 +168,48 @@ fn cascading_reclaims_of_a_full_queue() {
     testkit::check::check_counts::<
         testkit::check::X64<page_table_multiarch::x86_64::X64PagingMetaData>,
     >(&t);
+}
+
+/// A leaf in the root (a 1 GiB page of Sv39) is never kept as the cursor's path cache, which
+/// needs the entry linking its table: later calls through the same cursor, cached or not,
+/// work on the right tables.
+#[test]
+fn a_leaf_in_the_root_is_not_cached() {
+    use page_table_multiarch::riscv::Sv39PageTable;
+    mem::reset();
+    alloc::reset();
+    let mut t = Sv39PageTable::<SimHandler>::try_new().unwrap();
+    const G1: usize = 0x4000_0000;
+    let mut c = t.cursor();
+    c.map(
+        VirtAddr::from(2 * G1),
+        PhysAddr::from(G1),
+        PageSize::Size1G,
+        RW,
+    )
+    .unwrap();
+    // Through the cache if the map above had kept the root there.
+    assert_eq!(
+        c.protect(VirtAddr::from(2 * G1 + 0x1000), F::READ),
+        Ok(PageSize::Size1G)
+    );
+    c.map(
+        VirtAddr::from(0x1000),
+        PhysAddr::from(0x1000),
+        PageSize::Size4K,
+        RW,
+    )
+    .unwrap();
+    assert_eq!(
+        c.unmap(VirtAddr::from(2 * G1)),
+        Ok((PhysAddr::from(G1), F::READ, PageSize::Size1G))
+    );
+    assert_eq!(
+        c.unmap(VirtAddr::from(0x1000)),
+        Ok((PhysAddr::from(0x1000), RW, PageSize::Size4K))
+    );
+    drop(c);
+    assert_eq!(alloc::live_frames(), 1);
+    drop(t);
+    alloc::assert_no_leaks();
 }
