@@ -27,9 +27,7 @@ use crate::{PagingMetaData, PagingResult};
 /// The last table a single-page operation reached, so the next operation on a neighbouring
 /// address starts there instead of at the root.
 ///
-/// Kept small: a random single-page call writes it every time, and its stores wait in the
-/// processor's store buffer behind the call's cache misses, which limits how many calls
-/// overlap.
+/// Kept small: a random single-page call writes it every time.
 #[derive(Clone, Copy)]
 struct PathCache<PTE> {
     /// [`cache_key`] of the table (which names its height, its span and the half of the
