@@ -375,15 +375,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
     /// [`descend`](Self::descend) from the root, without looking at the path cache.
     #[inline(always)]
     fn descend_from_root(&mut self, tva: usize, target: usize) -> Found<PTE> {
-        let geo = Self::GEO;
-        let mut f = self.root();
-        // Constant bounds: the walk unrolls per level.
-        for _ in (target + 1..=geo.root_height()).rev() {
-            let Ok(next) = self.step(&f, tva) else {
-                break;
-            };
-            f = next;
-        }
+        let (Ok(f) | Err((f, _))) = self.walk_from_root(tva, target);
         self.remember(tva, &f);
         f
     }
@@ -1742,7 +1734,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         if !PTE::COUNTS_TABLE_ENTRIES || f.link.is_null() {
             if self.emptied(f.link, f.ptr, f.height, 1, index) {
                 self.high = va & !mask;
-                self.reclaim_path(tva, f.height, false);
+                self.reclaim_path(tva, f.height);
             }
         } else if cached {
             self.cache.delta -= 1;
@@ -1775,7 +1767,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             let base = (c.key >> 3) << Geometry::shift(height + 1);
             let mask = Self::GEO.va_mask();
             self.high = base & !mask;
-            self.reclaim_path(base & mask, height, false);
+            self.reclaim_path(base & mask, height);
         }
     }
 
@@ -1816,7 +1808,7 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         // `f.plink` lies in a table that is still linked (or is null for the root).
         if Self::adjust_count(f.plink, -1) == Some(0) {
             self.high = va & !mask;
-            self.reclaim_path(tva, 1, false);
+            self.reclaim_path(tva, 1);
         }
     }
 
@@ -1844,15 +1836,13 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
         self.defer_table(table, tva & !(Geometry::span(up) - 1), up);
         // `plink` lies in a table that is still linked (or is null for the root).
         if Self::adjust_count(plink, -1) == Some(0) {
-            self.reclaim_path(tva, up, false);
+            self.reclaim_path(tva, up);
         }
     }
 
     /// After the table at `height` on the path of `tva` became empty: unlinks it, and every
-    /// ancestor (below the root) that becomes empty in turn. With `check`, first makes sure
-    /// the path still reaches a table at `height` and that it is still empty (from the
-    /// count in its link).
-    fn reclaim_path(&mut self, tva: usize, height: usize, check: bool) {
+    /// ancestor (below the root) that becomes empty in turn.
+    fn reclaim_path(&mut self, tva: usize, height: usize) {
         let geo = Self::GEO;
         // path[h]: the table at height h on the path and the index of `tva` in it.
         let mut path = [(PhysAddr::from_usize(0), 0usize); MAX_LEVELS];
@@ -1868,14 +1858,6 @@ impl<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable64Cursor
             };
             table = next;
             h -= 1;
-        }
-        if check {
-            let (parent, index) = path[h + 1];
-            // SAFETY: `parent[index]` is the live entry that links `table`.
-            let link = unsafe { read(table_ptr::<PTE, H>(parent), index) };
-            if link.table_count() != 0 {
-                return;
-            }
         }
         // `table` (height `h`) is empty.
         while h < geo.root_height() {
